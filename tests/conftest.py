@@ -1,0 +1,30 @@
+"""Test setup: real data through the data-root setting, no network, small CPU budget."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_ROOT = Path(os.environ.get("ZOO_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+FASHION_ROOT = Path(os.environ.get("ZOO_TEST_FASHION", "/usr/share/datasets/fashion-mnist"))
+
+os.environ["ZOO_DATA"] = str(MNIST_ROOT)
+os.environ["ZOO_OFFLINE"] = "1"  # no network here: never try a download in tests
+os.environ.setdefault("ZOO_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "zoo-test-cache"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# The settings every CPU test run uses: MNIST's test split, a seeded 9k/1k holdout.
+MNIST_SETS = ["data.split=test", "data.holdout=1000"]
+
+
+@pytest.fixture
+def mnist_sets():
+    return list(MNIST_SETS)
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    if not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"real MNIST test files not found in {MNIST_ROOT} (set ZOO_TEST_MNIST)")
+    return MNIST_ROOT

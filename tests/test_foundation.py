@@ -1,0 +1,239 @@
+"""Registry discovery, config layering, bad-input errors, data loading."""
+import gzip
+import sys
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from conftest import FASHION_ROOT, MNIST_ROOT
+from plugin_env import make_dist, toy_dist
+from zoo import ZooError
+from zoo.cli import main
+from zoo.config import Config
+from zoo.data import load_images, read_idx, to_model_input
+from zoo.registry import Registry, model_config, registry
+
+
+@pytest.fixture
+def toy_env(tmp_path, monkeypatch):
+    """The toy plugin installed as a real distribution on sys.path."""
+    root = toy_dist(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(root))
+    registry(reload=True)
+    yield root
+    sys.modules.pop("toyzoo", None)
+    registry(reload=True)
+
+
+def run(*args, **kw):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False, **kw)
+    return result.exit_code, result.output
+
+
+# --- registry ---------------------------------------------------------------------------------
+def test_entry_point_plugin_is_discovered(toy_env):
+    reg = registry()
+    assert reg.models["toy"].plugin == "toy"
+    assert reg.models["toygan"].family == "toy"
+    assert any(p.name == "toy" and p.distribution == "zoo-toy" and p.version == "0.1.0" for p in reg.plugins)
+    code, out = run("list")
+    assert code == 0 and "toy two-phase model for tests" in out and "mnist" in out
+    code, out = run("plugins")
+    assert code == 0 and "zoo-toy" in out and "toygan" in out
+
+
+def test_builtins_come_through_the_same_entry_point_group():
+    import importlib.metadata as md
+    eps = {ep.name: ep.value for ep in md.entry_points(group="zoo.plugins")}
+    assert eps["datasets"] == "zoo_plugins.datasets"
+    assert "mnist" in registry().datasets and registry().datasets["mnist"].plugin == "datasets"
+
+
+def test_broken_plugins_are_reported_and_others_keep_working(tmp_path, monkeypatch):
+    root = toy_dist(tmp_path / "site")
+    make_dist(root, "zoo-broken", {"broken_import": "brokenimport", "raising": "raisinghook",
+                                   "zdupe": "dupeplugin", "future": "futureplugin", "notamodel": "notamodel"}, {
+        "brokenimport": "import does_not_exist_anywhere\n",
+        "raisinghook": """
+            from zoo import hookimpl
+            @hookimpl
+            def zoo_register_models(register):
+                raise RuntimeError("boom in hook")
+        """,
+        "dupeplugin": """
+            from zoo import hookimpl
+            from toyzoo import Toy
+            @hookimpl
+            def zoo_register_models(register):
+                register(Toy, name="toy")
+        """,
+        "futureplugin": "ZOO_API = 99\n",
+        "notamodel": """
+            from zoo import hookimpl
+            @hookimpl
+            def zoo_register_models(register):
+                register(dict, name="dictmodel")
+        """,
+    })
+    monkeypatch.syspath_prepend(str(root))
+    try:
+        reg = registry(reload=True)
+        errors = {f.plugin: f.error for f in reg.failures}
+        assert "does_not_exist_anywhere" in errors["broken_import"]
+        assert "boom in hook" in errors["raising"]
+        assert "'toy' is already registered by plugin 'toy'" in errors["zdupe"]
+        assert "API 99" in errors["future"]
+        assert "not a subclass of zoo.ZooModel" in errors["notamodel"]
+        assert reg.models["toy"].plugin == "toy" and "toygan" in reg.models
+        code, out = run("plugins")
+        assert code == 0 and "boom in hook" in out and "zoo-toy" in out
+        code, out = run("show-config", "toy")
+        assert code == 0 and "width: 8" in out
+    finally:
+        for m in ("toyzoo", "brokenimport", "raisinghook", "dupeplugin", "futureplugin", "notamodel"):
+            sys.modules.pop(m, None)
+        registry(reload=True)
+
+
+def test_zoo_plugins_env_restricts_loading(toy_env, monkeypatch):
+    monkeypatch.setenv("ZOO_PLUGINS", "datasets")
+    reg = registry(reload=True)
+    assert "toy" not in reg.models and "mnist" in reg.datasets
+    monkeypatch.delenv("ZOO_PLUGINS")
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "toy")
+    assert "toy" not in registry(reload=True).models
+
+
+def test_direct_registration_object():
+    reg = Registry()
+    from zoo_plugins import datasets
+    reg.add_plugin(datasets, "datasets")
+    assert set(reg.datasets) >= {"mnist", "fashion-mnist", "cifar10", "folder"}
+
+
+# --- config -----------------------------------------------------------------------------------
+def test_config_precedence(toy_env, tmp_path):
+    cfg = model_config("toy")
+    assert cfg.trainer.max_steps == 40 and cfg.model.width == 8 and cfg.trainer.lr == 3e-3
+    cfg = model_config("toy", preset="tiny")
+    assert cfg.trainer.max_steps == 30
+    f = tmp_path / "c.yaml"
+    f.write_text("trainer:\n  max_steps: 25\n  lr: 0.01\nmodel:\n  width: 4\n")
+    cfg = model_config("toy", preset="tiny", file=f)
+    assert (cfg.trainer.max_steps, cfg.trainer.lr, cfg.model.width) == (25, 0.01, 4)
+    cfg = model_config("toy", preset="tiny", file=f, sets=["trainer.max_steps=7", "trainer.lr=1e-3",
+                                                          "trainer.betas=[0.5, 0.9]"])
+    assert (cfg.trainer.max_steps, cfg.trainer.lr, cfg.trainer.betas) == (7, 1e-3, [0.5, 0.9])
+    code, out = run("show-config", "toy", "-p", "tiny", "-c", str(f), "--set", "model.width=2")
+    assert code == 0
+    shown = yaml.safe_load(out)
+    assert shown["model"]["width"] == 2 and shown["trainer"]["max_steps"] == 25 and shown["model_name"] == "toy"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "toyy"], "unknown model 'toyy' (did you mean 'toy'"),
+    (["show-config", "toy", "--set", "trainer.lrr=1"], "unknown config key 'trainer.lrr' in --set (did you mean 'trainer.lr'"),
+    (["show-config", "toy", "--set", "trainer.lr=abc"], "config key 'trainer.lr' in --set expects float (like 0.003), got 'abc'"),
+    (["show-config", "toy", "--set", "trainer.max_steps=1.5"], "expects int"),
+    (["show-config", "toy", "-c", "/nonexistent/c.yaml"], "config file '/nonexistent/c.yaml' not found"),
+    (["show-config", "toy", "-p", "huge"], "model 'toy' has no preset 'huge'"),
+    (["show-config", "toy", "--set", "noequals"], "is not KEY=VALUE"),
+    (["train", "toy", "--set", "data.root=/no/such/dir"], "data root '/no/such/dir' (from data.root) does not exist"),
+])
+def test_bad_input_is_one_line_exit_2(toy_env, args, expected, tmp_path):
+    code, out = run(*args, "--out", str(tmp_path / "r")) if args[0] == "train" else run(*args)
+    assert code == 2, out
+    assert expected in out
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1
+
+
+def test_malformed_yaml_names_the_line(toy_env, tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("trainer:\n  lr: 0.1\n  max_steps: [1, 2\nmodel: {}\n")
+    code, out = run("show-config", "toy", "-c", str(f))
+    assert code == 2 and "malformed YAML" in out and "line 4" in out and "Traceback" not in out
+
+
+# --- data -------------------------------------------------------------------------------------
+def test_mnist_test_split_from_shared_files(mnist_root):
+    images, labels = load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "test"}),
+                                 part="all", with_labels=True)
+    assert images.shape == (10000, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (10000,) and set(labels.tolist()) == set(range(10))
+    assert 0.12 < images.float().mean().item() / 255 < 0.14  # MNIST's mean intensity
+    train = load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "test", "holdout": 1000}))
+    hold = load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "test", "holdout": 1000}),
+                       part="holdout")
+    assert len(train) == 9000 and len(hold) == 1000
+
+
+def test_holdout_is_seeded_and_disjoint(mnist_root):
+    cfg = Config({"name": "mnist", "root": str(mnist_root), "split": "test", "holdout": 1000})
+    a, b = load_images(cfg, "holdout"), load_images(cfg, "holdout")
+    assert torch.equal(a, b)
+    everything = load_images(cfg, "all").flatten(1)
+    train = load_images(cfg, "train").flatten(1)
+    assert len({bytes(r.numpy()) for r in everything}) - len({bytes(r.numpy()) for r in train}) > 900
+
+
+def test_missing_train_split_gives_clear_error(mnist_root):
+    with pytest.raises(ZooError) as e:
+        load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "train"}))
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte" in msg and str(mnist_root) in msg and "data.root" in msg and "ZOO_DATA" in msg
+
+
+def test_missing_split_via_cli_is_one_line(toy_env, tmp_path):
+    code, out = run("train", "toy", "--out", str(tmp_path / "r"), "--set", "data.split=train")
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "train-images-idx3-ubyte" in out and "Traceback" not in out
+
+
+def test_reads_uncompressed_idx_in_mnist_raw(tmp_path, mnist_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(gzip.open(mnist_root / "t10k-images-idx3-ubyte.gz").read())
+    images = load_images(Config({"name": "mnist", "root": str(tmp_path), "split": "test"}), "all")
+    assert images.shape == (10000, 1, 28, 28)
+    assert torch.equal(images[:, 0], read_idx(mnist_root / "t10k-images-idx3-ubyte.gz"))
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path, mnist_root):
+    data = gzip.open(mnist_root / "t10k-images-idx3-ubyte.gz").read()
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(data[:5000])
+    with pytest.raises(ZooError, match="truncated"):
+        load_images(Config({"name": "mnist", "root": str(tmp_path), "split": "test"}), "all")
+
+
+@pytest.mark.skipif(not (FASHION_ROOT / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_fashion_mnist_full_size():
+    train, labels = load_images(Config({"name": "fashion-mnist", "root": str(FASHION_ROOT), "split": "train"}),
+                                "all", with_labels=True)
+    test = load_images(Config({"name": "fashion-mnist", "root": str(FASHION_ROOT), "split": "test"}), "all")
+    assert train.shape == (60000, 1, 28, 28) and test.shape == (10000, 1, 28, 28)
+    assert labels.bincount().tolist() == [6000] * 10
+
+
+def test_pipeline_maps_size_and_range(mnist_root):
+    x = load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "test"}), "all")[:8]
+    y = to_model_input(x, 32, 1, (-1.0, 1.0), "pad")
+    assert y.shape == (8, 1, 32, 32) and y.min() == -1 and y.max() == 1
+    assert torch.all(y[:, :, :2] == -1)  # padded border is background
+    z = to_model_input(x, 28, 3, (0.0, 1.0))
+    assert z.shape == (8, 3, 28, 28) and 0 <= z.min() and z.max() <= 1
+    w = to_model_input(x, 16, 1, (0.0, 1.0), "interpolate")
+    assert w.shape == (8, 1, 16, 16)
+
+
+def test_folder_dataset(tmp_path):
+    from torchvision.utils import save_image
+    for i in range(3):
+        save_image(torch.rand(3, 20, 24), tmp_path / f"{i}.png")
+    images = load_images(Config({"name": "folder", "root": str(tmp_path), "split": "all"}), "all")
+    assert images.shape == (3, 3, 20, 20) and images.dtype == torch.uint8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ZooError, match="no images"):
+        load_images(Config({"name": "folder", "root": str(empty), "split": "all"}), "all")

@@ -1,0 +1,247 @@
+"""The shared trainer: run directories, resume, atomic checkpoints, safety, DDP."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from conftest import MNIST_SETS
+from plugin_env import toy_dist
+from zoo import ZooError, checkpoint
+from zoo.cli import main
+from zoo.registry import registry
+from click.testing import CliRunner
+
+DATA = [f"--set={s}" for s in MNIST_SETS]
+
+
+@pytest.fixture(scope="module")
+def toy_site(tmp_path_factory):
+    return toy_dist(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture
+def toy(toy_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy_site))
+    registry(reload=True)
+    yield
+    sys.modules.pop("toyzoo", None)
+    registry(reload=True)
+
+
+def zoo_cli(toy_site, *args, timeout=300, module="zoo"):
+    env = dict(os.environ, PYTHONPATH=str(toy_site), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir):
+    return [{k: v for k, v in row.items() if k not in ("time", "images_per_s")} for row in metrics(run_dir)]
+
+
+def assert_same_state(a, b):
+    """Bitwise equality of model, EMA and optimizer tensors of two checkpoints."""
+    ca, cb = checkpoint.load(Path(a) / "checkpoints" / "last.pt"), checkpoint.load(Path(b) / "checkpoints" / "last.pt")
+    assert ca["step"] == cb["step"]
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for name, opt in ca["optimizers"].items():
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    assert torch.equal(v, cb["optimizers"][name]["state"][pid][k]), (name, pid, k)
+    if ca["ema"]:
+        for k in ca["ema"]["model"]:
+            assert torch.equal(ca["ema"]["model"][k], cb["ema"]["model"][k]), k
+
+
+# --- run directory --------------------------------------------------------------------------
+def test_run_directory_layout(toy, tmp_path):
+    out = tmp_path / "run"
+    result = zoo.train("toy", out=out, sets=MNIST_SETS + ["ema.enabled=true", "trainer.keep_checkpoints=2"])
+    assert result.status == "finished" and result.step == 40
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "checkpoints/last.pt",
+                 "samples/step-000020.png", "samples/step-000040.png"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*.pt")) == ["step-000030.pt", "step-000040.pt"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["torch_version"] == torch.__version__ and meta["model"] == "toy"
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert {"loss", "mse", "lr", "images_per_s", "epoch"} <= set(rows[0])
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    model = zoo.load_run(out)
+    x = model.sample(6, torch.Generator().manual_seed(3))
+    assert x.shape == (6, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(x, model.sample(6, torch.Generator().manual_seed(3)))
+
+
+def test_refuses_to_overwrite_without_force(toy, tmp_path):
+    out = tmp_path / "run"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=5"])
+    with pytest.raises(ZooError, match="not empty: pass --force"):
+        zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=5"])
+    (out / "notes.txt").write_text("mine")
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=10"], force=True)
+    assert metrics(out)[-1]["step"] == 10 and (out / "notes.txt").read_text() == "mine"
+
+
+def test_budget_by_epochs(toy, tmp_path):
+    result = zoo.train("toy", out=tmp_path / "r", sets=MNIST_SETS + [
+        "data.limit=96", "trainer.max_steps=null", "trainer.max_epochs=2", "trainer.batch_size=32"])
+    assert result.step == 6  # 96 images / 32 per batch * 2 epochs
+
+
+def test_two_phase_model_logs_each_phase(toy, tmp_path):
+    zoo.train("toygan", out=tmp_path / "r", sets=MNIST_SETS + ["trainer.max_steps=10"])
+    row = metrics(tmp_path / "r")[-1]
+    assert "d_loss" in row and "g_loss" in row and all(map(lambda v: v == v, (row["d_loss"], row["g_loss"])))
+
+
+# --- resume -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["toy", "toygan"])
+def test_sigkill_then_resume_is_bitwise_identical(toy_site, tmp_path, model):
+    common = ["--set=trainer.max_steps=60", "--set=trainer.checkpoint_every=20", "--set=trainer.log_every=7",
+              "--set=ema.enabled=true", "--set=trainer.warmup_steps=10", *DATA]
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    r = zoo_cli(toy_site, "train", model, "--out", str(full), *common)
+    assert r.returncode == 0, r.stderr
+    # The process kills itself (SIGKILL) in the middle of step 47 -- after the step-40 checkpoint.
+    kill_call = 47 * (3 if model == "toygan" else 1) - 1
+    r = zoo_cli(toy_site, "train", model, "--out", str(broken), *common, f"--set=model.signal_at={kill_call}")
+    assert r.returncode == -signal.SIGKILL
+    assert checkpoint.load(broken / "checkpoints" / "last.pt")["step"] == 40
+    assert max(row["step"] for row in metrics(broken)) > 40  # logged past the checkpoint before dying
+    r = zoo_cli(toy_site, "train", "--resume", "--out", str(broken), "--set=model.signal_at=null")
+    assert r.returncode == 0, r.stderr
+    assert_same_state(full, broken)
+    assert losses(full) == losses(broken)
+
+
+def test_resume_extends_with_more_steps(toy, tmp_path):
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20"])
+    result = zoo.train(out=out, resume=True, sets=["trainer.max_steps=30"])
+    assert result.step == 30 and metrics(out)[-1]["step"] == 30
+    with pytest.raises(ZooError, match="not a zoo run directory"):
+        zoo.train(out=tmp_path / "empty", resume=True)
+
+
+def test_sigterm_saves_and_exits_with_resume_hint(toy_site, tmp_path):
+    out = tmp_path / "r"
+    r = zoo_cli(toy_site, "train", "toy", "--out", str(out), *DATA, "--set=model.signal_at=13",
+                "--set=model.signal=SIGTERM")
+    assert r.returncode == 130
+    assert "zoo train --resume --out" in r.stderr
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 13
+    r = zoo_cli(toy_site, "train", "--resume", "--out", str(out), "--set=model.signal_at=null")
+    assert r.returncode == 0 and checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 40
+
+
+# --- checkpoints are safe -------------------------------------------------------------------
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save({"step": 1, "w": torch.ones(3)}, path)
+
+    def dying_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # the process is interrupted mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = checkpoint.load(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['ZOO_EXPLOIT_MARKER']}",))
+
+
+def test_malicious_checkpoint_is_not_executed(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("ZOO_EXPLOIT_MARKER", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": Exploit()}, path)
+    with pytest.raises(ZooError, match="refused"):
+        checkpoint.load(path)
+    assert not marker.exists()
+    with open(tmp_path / "evil.pkl", "wb") as f:  # plain pickle too
+        pickle.dump(Exploit(), f)
+    with pytest.raises(ZooError):
+        checkpoint.load(tmp_path / "evil.pkl")
+    assert not marker.exists()
+
+
+def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, tmp_path):
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=10"])
+    last = out / "checkpoints" / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    r = zoo_cli(toy_site, "sample", str(out), "-n", "4", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 2 and "truncated or corrupt" in r.stderr and str(last) in r.stderr
+    assert "Traceback" not in r.stderr
+    last.write_bytes(data)
+    with pytest.raises(ZooError, match="does not match"):
+        zoo.train(out=out, resume=True, sets=["model.width=4", "trainer.max_steps=20"])
+
+
+# --- non-finite losses ----------------------------------------------------------------------
+def test_nan_loss_stops_with_clear_message(toy_site, tmp_path):
+    out = tmp_path / "r"
+    r = zoo_cli(toy_site, "train", "toy", "--out", str(out), *DATA, "--set=model.fail_at=17",
+                "--set=trainer.checkpoint_every=5")
+    assert r.returncode == 1
+    assert "non-finite loss at step 17" in r.stderr and "loss=nan" in r.stderr and "Traceback" not in r.stderr
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 15
+
+
+def test_skip_nonfinite_counts_and_continues(toy, tmp_path):
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["model.fail_at=38", "trainer.skip_nonfinite=true"])
+    assert metrics(out)[-1]["skipped_nonfinite"] == 3
+
+
+# --- sampling -----------------------------------------------------------------------------------
+def test_zoo_sample_outputs(toy, toy_site, tmp_path):
+    import numpy as np
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=10"])
+    for target in ("a.npz", "b.npz", "grid.png", "pngs"):
+        r = CliRunner().invoke(main, ["sample", str(out), "-n", "5", "--seed", "7", "--out", str(tmp_path / target)])
+        assert r.exit_code == 0, r.output
+    a, b = np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"]
+    assert a.shape == (5, 28, 28, 1) and a.dtype == np.uint8 and (a == b).all()
+    assert (tmp_path / "grid.png").is_file() and len(list((tmp_path / "pngs").glob("*.png"))) == 5
+    r = CliRunner().invoke(main, ["sample", str(out), "-n", "5", "--out", str(tmp_path / "x.jpg")])
+    assert r.exit_code == 2 and "use a .png" in r.output
+
+
+# --- multi-process ------------------------------------------------------------------------------
+def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
+    common = [*DATA, "--set=model.dropout=0.0", "--set=trainer.max_steps=12", "--set=trainer.batch_size=32",
+              "--set=trainer.device=cpu"]
+    r = zoo_cli(toy_site, "train", "toy", "--out", str(tmp_path / "one"), *common)
+    assert r.returncode == 0, r.stderr
+    r = zoo_cli(toy_site, "train", "toy", "--gpus", "2", "--out", str(tmp_path / "two"), *common)
+    assert r.returncode == 0, r.stderr
+    one = checkpoint.load(tmp_path / "one" / "checkpoints" / "last.pt")
+    two = checkpoint.load(tmp_path / "two" / "checkpoints" / "last.pt")
+    for k in one["model"]:
+        torch.testing.assert_close(one["model"][k], two["model"][k], rtol=1e-4, atol=1e-5)
+    l1, l2 = metrics(tmp_path / "one")[-1]["loss"], metrics(tmp_path / "two")[-1]["loss"]
+    assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1))

@@ -1,0 +1,218 @@
+"""Config: nested dicts with attribute access, layered and checked.
+
+Resolution order (later wins): zoo's base defaults < the model's ``config``
+< a preset (``--preset``) < a YAML file (``-c``) < ``--set key.path=value``.
+The defaults are the schema: an unknown key or a value of the wrong type is a
+:class:`ZooError` naming the key and the closest known keys.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .errors import ZooError, did_you_mean
+
+BASE: dict = {
+    "model_name": None,     # filled in by the registry
+    "seed": 0,
+    "data": {
+        "name": "mnist",        # a registered dataset (zoo list shows them)
+        "root": None,           # None -> $ZOO_DATA -> ~/.cache/zoo/data
+        "split": "train",       # which split's files to read
+        "holdout": 0,           # images held out (seeded) for validation/eval
+        "image_size": 28,       # what the model is fed; 28 -> 32 pads by 2
+        "channels": None,       # None -> the dataset's
+        "resize": "pad",        # pad|interpolate when sizes differ
+        "download": True,       # try torchvision's download when files are missing
+        "limit": None,          # use only the first N images (after the holdout)
+    },
+    "trainer": {
+        "device": "auto",       # auto|cpu|cuda|cuda:N
+        "batch_size": 128,      # global batch (split across processes)
+        "lr": 2e-4,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "grad_clip": None,      # max grad norm, None = off
+        "max_steps": 2000,
+        "max_epochs": None,
+        "max_minutes": None,
+        "precision": "auto",    # auto (bf16 on CUDA, fp16 if no bf16, fp32 on CPU)|fp32|bf16|fp16
+        "channels_last": "auto",
+        "compile": False,
+        "log_every": 50,
+        "sample_every": 500,
+        "checkpoint_every": 500,
+        "keep_checkpoints": 0,  # also keep this many step-XXXXXX.pt files
+        "n_samples": 64,        # images in each sample grid
+        "skip_nonfinite": False,
+        "eval_every": None,     # steps between quick FIDs (logged, best.pt kept)
+        "eval_n": 1000,
+    },
+    "ema": {
+        "enabled": False,
+        "decay": 0.999,
+        "warmup": True,         # decay = min(decay, (1 + n) / (10 + n))
+        "every": 1,
+        "start": 0,
+    },
+    "model": {},
+}
+
+
+class Config(dict):
+    """A dict whose keys are also attributes (``cfg.trainer.lr``)."""
+
+    def __init__(self, data: Mapping | None = None):
+        super().__init__()
+        for k, v in (data or {}).items():
+            self[k] = Config(v) if isinstance(v, Mapping) else v
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __deepcopy__(self, memo):
+        return Config(copy.deepcopy(self.to_dict(), memo))
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+
+    def get_path(self, path: str) -> Any:
+        node: Any = self
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def merge(base: dict, override: Mapping | None, *, source: str = "config", strict: bool = True,
+          prefix: str = "") -> dict:
+    """Return ``base`` updated by ``override``. In strict mode every key of
+    ``override`` must exist in ``base`` and values must fit the default's type."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        path = f"{prefix}{key}"
+        if key not in out:
+            if strict:
+                raise ZooError(f"unknown config key '{path}' in {source}{did_you_mean(path, _all_paths(base, prefix))}")
+            out[key] = copy.deepcopy(value)
+            continue
+        if isinstance(out[key], dict):
+            if not isinstance(value, Mapping):
+                raise ZooError(f"config key '{path}' in {source} must be a mapping, got {value!r}")
+            out[key] = merge(out[key], value, source=source, strict=strict, prefix=f"{path}.")
+        else:
+            out[key] = check_type(path, out[key], value, source)
+    return out
+
+
+def _all_paths(tree: Mapping, prefix: str = "") -> list[str]:
+    paths = []
+    for k, v in tree.items():
+        paths.append(f"{prefix}{k}")
+        if isinstance(v, Mapping):
+            paths += _all_paths(v, f"{prefix}{k}.")
+    return paths
+
+
+def check_type(path: str, default: Any, value: Any, source: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float, bool)):  # e.g. "auto" default, user gives a number
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return value
+    kind = type(default).__name__
+    raise ZooError(f"config key '{path}' in {source} expects {kind} (like {default!r}), got {value!r}")
+
+
+def parse_set(items: Iterable[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ZooError(f"--set '{item}' is not KEY=VALUE (e.g. --set trainer.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ZooError(f"--set '{item}' has an empty key (e.g. --set trainer.lr=1e-3)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):
+            value = _number(value)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ZooError(f"--set '{item}' conflicts with another --set for '{part}'")
+        node[parts[-1]] = value
+    return out
+
+
+def _number(text: str):
+    """YAML 1.1 reads '1e-3' as a string; accept it as a float."""
+    try:
+        return float(text) if any(c in text.lower() for c in ".e") and text.lower() not in ("e",) else text
+    except ValueError:
+        return text
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ZooError(f"config file '{path}' not found (pass an existing YAML file with -c)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ZooError(f"malformed YAML in '{path}'{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ZooError(f"config file '{path}' must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def resolve(model_defaults: Mapping | None = None, preset: Mapping | None = None,
+            file: str | Path | None = None, sets: Iterable[str] = (), *,
+            preset_name: str = "preset", overrides: Mapping | None = None) -> Config:
+    """Layer the config: base < model defaults < preset < file < overrides < --set."""
+    cfg = merge(BASE, {k: v for k, v in (model_defaults or {}).items() if k != "model"}, source="model defaults")
+    cfg["model"] = copy.deepcopy(dict((model_defaults or {}).get("model", {})))
+    cfg = merge(cfg, preset, source=f"preset '{preset_name}'")
+    if file is not None:
+        cfg = merge(cfg, load_yaml(file), source=f"'{file}'")
+    cfg = merge(cfg, overrides, source="arguments")
+    cfg = merge(cfg, parse_set(sets), source="--set")
+    return Config(cfg)

@@ -1,0 +1,143 @@
+"""The model contract: what a zoo model plugin implements.
+
+This is the one module a plugin author reads. A model is a ``torch.nn.Module``
+subclass of :class:`ZooModel`. The shared trainer (``zoo/trainer.py``) owns the
+loop, devices, precision, EMA, checkpoints and logging; a model only says
+
+* how to build itself from the resolved config   -> ``__init__(cfg)``
+* which optimizers it has                         -> ``configure_optimizers()``
+* in which order they step for one batch          -> ``phases()``
+* the loss(es) for a batch in one phase           -> ``training_loss(x, phase)``
+* how to draw images                              -> ``sample(n, generator)``
+
+and optionally ``reconstruct(x)`` (autoencoders) and ``after_training(batches)``
+(e.g. fit a latent density once training is over).
+
+One trainer step takes one batch ``x`` (already on the device, shape
+``(B, C, H, W)``, float, scaled to ``data_range``) and, for every
+``(optimizer_name, repeats)`` in ``phases()``, runs ``repeats`` times:
+zero grads -> ``training_loss(x, phase)["loss"].backward()`` -> clip -> step.
+An autoencoder has one phase; a GAN has ``[("d", k), ("g", 1)]``; a diffusion
+model has one phase and an EMA. Nothing else is special-cased.
+
+Randomness inside ``training_loss`` (noise, timesteps, dropout) uses torch's
+global RNG, which the trainer seeds and checkpoints, so resumed runs are
+bitwise identical on CPU. ``sample`` must use only the ``generator`` it is given,
+so the same seed always gives the same images.
+
+Class attributes describe the model to the registry:
+
+``family``       short family name shown by ``zoo list`` ("vae", "gan", ...)
+``description``  one line for ``zoo list``
+``config``       default config overrides: ``{"model": {...}, "trainer": {...},
+                 "data": {...}, "ema": {...}}``. Every key a model reads from
+                 ``cfg.model`` must have a default here (unknown keys are
+                 rejected with a suggestion, so defaults double as the schema).
+``presets``      named overrides, e.g. ``{"tiny": {...}}`` -- every built-in
+                 ships ``tiny``: a few hundred CPU steps in under a minute.
+``data_range``   the range the model wants its input in: ``(-1, 1)`` or ``(0, 1)``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Sequence
+
+import torch
+from torch import nn
+
+API_VERSION = 1
+"""Bumped when the contract changes incompatibly. A plugin module may set
+``ZOO_API = 1``; the registry refuses plugins built for another major version."""
+
+
+class ZooModel(nn.Module):
+    family: ClassVar[str] = "other"
+    description: ClassVar[str] = ""
+    config: ClassVar[dict] = {}
+    presets: ClassVar[dict[str, dict]] = {}
+    data_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        c, h, w = cfg.data.channels, cfg.data.image_size, cfg.data.image_size
+        self.image_shape: tuple[int, int, int] = (int(c), int(h), int(w))
+
+    # --- training -----------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers by name; names are used by ``phases()``. Called after the
+        model is on its device. Default: one AdamW over all parameters with
+        ``trainer.lr``, ``trainer.betas`` and ``trainer.weight_decay``."""
+        return {"main": self.adamw(self.parameters())}
+
+    def phases(self) -> Sequence[tuple[str, int]]:
+        """``(optimizer_name, repeats)`` run in order for each batch."""
+        return [("main", 1)]
+
+    def training_loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+        """Losses for batch ``x`` in ``phase``. Must contain ``"loss"`` (a scalar
+        that is back-propagated); other scalar entries are logged as they are."""
+        raise NotImplementedError
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier on every optimizer's learning rate at ``step`` (after the
+        trainer's warm-up). Override for a schedule."""
+        return 1.0
+
+    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called once when training ends with an iterator over the training
+        data (one pass, model input range). Whatever it fits must live in
+        buffers so that it is saved with the weights."""
+
+    # --- inference ----------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
+        """``n`` images, float in [0, 1], shape ``(n, *self.image_shape)``,
+        drawn with ``generator`` only. ``options`` are sampler settings a model
+        may accept (e.g. ``sampler="ddim", steps=50``) and must otherwise reject."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``x`` (model range in, [0, 1] out). Optional."""
+        raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
+
+    # --- helpers for plugins ------------------------------------------------------
+    def adamw(self, params, lr: float | None = None, betas=None, weight_decay=None) -> torch.optim.Optimizer:
+        """AdamW from the trainer config, fused on CUDA and foreach elsewhere."""
+        t = self.cfg.trainer
+        params = [p for p in params if p.requires_grad]
+        on_cuda = bool(params) and params[0].is_cuda
+        return torch.optim.AdamW(
+            params,
+            lr=t.lr if lr is None else lr,
+            betas=tuple(t.betas if betas is None else betas),
+            weight_decay=t.weight_decay if weight_decay is None else weight_decay,
+            fused=True if on_cuda else None,
+            foreach=None if on_cuda else True,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+
+def randn(shape, generator: torch.Generator, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normal noise drawn on ``generator``'s device, then moved to ``device``."""
+    out = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return out if device is None else out.to(device)
+
+
+def rand(shape, generator: torch.Generator, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) noise drawn on ``generator``'s device, then moved to ``device``."""
+    out = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
+    return out if device is None else out.to(device)
+
+
+def to_unit(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
+    """Map model-range images to [0, 1] (clamped, float32)."""
+    lo, hi = data_range
+    return ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)

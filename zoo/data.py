@@ -1,0 +1,182 @@
+"""Data: where files live, reading IDX files, holdouts, and the image pipeline.
+
+Datasets themselves are registered by plugins (``plugins/datasets.py`` for the
+built-ins) through the ``zoo_register_datasets`` hook. A dataset loader returns
+the whole split as a uint8 tensor ``(N, C, H, W)`` (plus labels or None); zoo
+keeps it in memory -- on the GPU when training there -- and maps each batch to
+the size and range the model declares with :func:`to_model_input`.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ZooError
+
+HOLDOUT_SEED = 20240607  # fixed: the same images are held out whatever the run's seed
+
+
+def data_root(cfg_data) -> Path:
+    """``data.root``, else ``$ZOO_DATA``, else ``~/.cache/zoo/data``."""
+    explicit = cfg_data.get("root") if cfg_data else None
+    if explicit:
+        root, how = Path(explicit).expanduser(), "data.root"
+    elif os.environ.get("ZOO_DATA"):
+        root, how = Path(os.environ["ZOO_DATA"]).expanduser(), "ZOO_DATA"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "zoo" / "data"
+    if not root.is_dir():
+        raise ZooError(f"data root '{root}' (from {how}) does not exist -- point {how} at the folder "
+                       f"holding the dataset files, e.g. --set data.root=../shared/data/mnist")
+    return root
+
+
+def offline() -> bool:
+    return os.environ.get("ZOO_OFFLINE", "") not in ("", "0", "false")
+
+
+# --- IDX files (MNIST, Fashion-MNIST) ---------------------------------------------------
+_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32,
+               0x0D: torch.float32, 0x0E: torch.float64}
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a tensor."""
+    raw = gzip.open(path, "rb").read() if str(path).endswith(".gz") else Path(path).read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ZooError(f"'{path}' is not an IDX file (bad magic number)")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    count = 1
+    for s in shape:
+        count *= s
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(raw) - offset != count * itemsize:
+        raise ZooError(f"'{path}' is truncated: header says {shape}, file holds {len(raw) - offset} bytes of data")
+    t = torch.frombuffer(bytearray(raw[offset:]), dtype=dtype)
+    if itemsize > 1:
+        t = t.view(torch.uint8).view(-1, itemsize).flip(1).contiguous().view(dtype).view(-1)  # big-endian
+    return t.reshape(shape)
+
+
+def find_file(dirs, stem: str) -> Path | None:
+    for d in dirs:
+        for name in (stem, stem + ".gz"):
+            p = Path(d) / name
+            if p.is_file():
+                return p
+    return None
+
+
+def load_idx_split(root: Path, split: str, files: dict, subdir: str, download_fn=None, download: bool = True):
+    """Images (N, 1, H, W) uint8 and labels for one split of an IDX data set.
+
+    ``files`` maps split -> (images stem, labels stem). Only that split's files
+    are read. Looks in ``root``, ``root/<subdir>/raw`` and ``root/<subdir>``.
+    """
+    if split not in files:
+        raise ZooError(f"unknown split '{split}' (this dataset has: {', '.join(files)}; set data.split)")
+    img_stem, lbl_stem = files[split]
+    dirs = [root, root / subdir / "raw", root / subdir]
+    img = find_file(dirs, img_stem)
+    why = ""
+    if img is None and download and download_fn is not None and not offline():
+        try:
+            download_fn(root, split)
+        except Exception as e:  # noqa: BLE001 - any download failure becomes one clear line
+            why = f"; download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        img = find_file(dirs, img_stem)
+    elif img is None:
+        why = "; download is off (ZOO_OFFLINE or data.download=false)"
+    if img is None:
+        where = ", ".join(str(d) for d in dirs)
+        raise ZooError(f"{subdir} {split} split not found: looked for {img_stem}[.gz] in {where}{why} -- "
+                       f"put the IDX files there, or point zoo at them with --set data.root=DIR or ZOO_DATA=DIR")
+    images = read_idx(img)
+    lbl = find_file(dirs, lbl_stem)
+    labels = read_idx(lbl).long() if lbl is not None else None
+    if labels is not None and len(labels) != len(images):
+        labels = None
+    return images.unsqueeze(1).contiguous(), labels
+
+
+# --- splits and the pipeline --------------------------------------------------------------
+def complete_data_config(cfg) -> None:
+    """Fill ``data.channels`` from the dataset when it is not set."""
+    from .registry import registry
+    if cfg.data.get("channels") is None:
+        cfg.data["channels"] = registry().dataset(cfg.data.name).channels
+
+
+def holdout_split(n: int, holdout: int | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, holdout) of a fixed, seeded split of ``n`` images."""
+    k = int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout or 0)
+    if not 0 <= k < n:
+        raise ZooError(f"data.holdout={holdout} must be between 0 and {n - 1} images (or a fraction below 1)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def load_images(cfg_data, part: str = "train", with_labels: bool = False):
+    """The configured split as uint8 ``(N, C, H, W)`` on the CPU.
+
+    ``part``: ``train`` (the split minus the holdout), ``holdout`` or ``all``.
+    """
+    from .registry import registry
+    entry = registry().dataset(cfg_data.name)
+    root = data_root(cfg_data)
+    split = cfg_data.get("split", "train")
+    if split not in entry.splits:
+        raise ZooError(f"dataset '{entry.name}' has no split '{split}' (splits: {', '.join(entry.splits)}; "
+                       f"set data.split)")
+    out = entry.loader(root, split, bool(cfg_data.get("download", True)))
+    images, labels = out if isinstance(out, tuple) else (out, None)
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ZooError(f"dataset '{entry.name}' loader returned {tuple(images.shape)} {images.dtype}, "
+                       f"expected uint8 (N, C, H, W)")
+    if part != "all":
+        train_idx, hold_idx = holdout_split(len(images), cfg_data.get("holdout", 0))
+        idx = train_idx if part == "train" else hold_idx
+        images = images[idx]
+        labels = labels[idx] if labels is not None else None
+    limit = cfg_data.get("limit")
+    if limit:
+        images = images[: int(limit)]
+        labels = labels[: int(limit)] if labels is not None else None
+    if len(images) == 0:
+        raise ZooError(f"dataset '{entry.name}' split '{split}' part '{part}' is empty (check data.holdout/limit)")
+    return (images, labels) if with_labels else images
+
+
+def to_model_input(x: torch.Tensor, image_size: int, channels: int, data_range=(-1.0, 1.0),
+                   resize: str = "pad") -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float ``(B, channels, image_size, image_size)`` in ``data_range``."""
+    x = x.float().div_(255.0)
+    if x.shape[1] != channels:
+        if channels == 1:
+            x = x.mean(1, keepdim=True)
+        elif x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        else:
+            raise ZooError(f"cannot map {x.shape[1]}-channel images to {channels} channels")
+    h, w = x.shape[-2:]
+    if (h, w) != (image_size, image_size):
+        if resize == "pad" and image_size >= h and image_size >= w:
+            top, left = (image_size - h) // 2, (image_size - w) // 2
+            x = F.pad(x, (left, image_size - w - left, top, image_size - h - top))
+        else:
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
+                              align_corners=False).clamp_(0, 1)
+    lo, hi = data_range
+    return x.mul_(hi - lo).add_(lo) if (lo, hi) != (0.0, 1.0) else x
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float images -> uint8."""
+    return (x.clamp(0, 1) * 255).round_().to(torch.uint8)
