@@ -196,5 +196,42 @@ def sample_cmd(run_dir, n, seed, out, sampler, steps, eta, batch_size, ckpt, no_
     click.echo(f"wrote {n} images to {path}")
 
 
+@main.command("compare")
+@click.argument("items", nargs=-1, required=True, metavar="MODEL_OR_RUN...")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Train each model for this many minutes (same wall-clock budget for all).")
+@click.option("--steps", type=click.IntRange(1), help="Train each model for this many steps instead.")
+@click.option("-n", "n", type=click.IntRange(2), default=10000, show_default=True, help="Samples per model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--extractor", default="mnist", show_default=True, help="Feature extractor (zoo list shows them).")
+@click.option("--metrics", default="fid,is,kid,prc", show_default=True)
+@click.option("--preset", "-p", help="Preset applied to every model (e.g. tiny).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override applied to every model.")
+@click.option("--sampler", help="Diffusion sampler for diffusion models (ddpm, ddim).")
+@click.option("--sample-steps", type=click.IntRange(1), help="Diffusion sampling steps.")
+@click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
+@click.option("--title", default="zoo comparison", show_default=True)
+def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset, sets, sampler,
+                sample_steps, device, title):
+    """Train (what is not trained yet), evaluate and rank models side by side.
+
+    \b
+    Items are model names (trained into OUT/runs/NAME with the same budget) or existing
+    run directories. Writes leaderboard.md/.csv/.json, samples.png, curves.png and a
+    self-contained report.html. A model that fails is listed with its error.
+    """
+    from .compare import compare
+    from .registry import registry
+    opts = {k: v for k, v in {"sampler": sampler, "steps": sample_steps}.items() if v is not None}
+    sample_options = {name: opts for name, e in registry().models.items() if e.family == "diffusion"} if opts else None
+    files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
+                    metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), preset=preset, sets=sets,
+                    device=device, sample_options=sample_options, title=title,
+                    echo=lambda m: click.echo(m, err=True))
+    click.echo((Path(files["md"])).read_text().split("![samples]")[0].rstrip())
+    click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
