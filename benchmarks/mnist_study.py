@@ -67,8 +67,7 @@ def main() -> None:
         if not ddpms:
             break
         f = compare([str(out / "runs" / m) for m in ddpms], out / f"ddim-{steps}", n=args.n, device=args.device,
-                    sample_options={m.split("-")[0]: {"sampler": "ddim", "steps": steps} for m in ddpms} |
-                    {m: {"sampler": "ddim", "steps": steps} for m in ddpms},
+                    sample_options={m: {"sampler": "ddim", "steps": steps} for m in ddpms},
                     title=f"DDPM with DDIM-{steps}")
         extra[f"ddim-{steps}"] = json.loads(Path(f["json"]).read_text())["rows"]
     sweep = []
