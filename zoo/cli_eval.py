@@ -1,0 +1,177 @@
+"""`zoo eval` and `zoo eval-net`: the evaluation harness on the command line (zoo/evaluate.py does the work)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from .errors import ZooError
+
+MNIST_TRAIN_STEPS = 1200
+
+
+def _fmt(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def result_table(r: dict) -> str:
+    rows = [("FID", _fmt(r["fid"], 3)),
+            ("IS", None if r["is_mean"] is None else f"{r['is_mean']:.3f} ± {r['is_std']:.3f}"),
+            ("KID", None if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {r['kid_std']:.5f}"),
+            ("precision", _fmt(r["precision"], 4)), ("recall", _fmt(r["recall"], 4))]
+    lines = [f"{name:<10} {value}" for name, value in rows if value not in (None, "-")]
+    return "\n".join([f"{'metric':<10} value", f"{'-' * 10} {'-' * 16}", *lines])
+
+
+@click.command("eval")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--images", "images_path", type=click.Path(),
+              help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
+                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)).")
+@click.option("-n", "n", type=click.IntRange(2), help="Samples to draw [default: 10000]; with --images, use the first N.")
+@click.option("--metrics", default="fid,is,kid,prc", show_default=True,
+              help="Comma-separated: fid, is, kid, prc (precision/recall).")
+@click.option("--extractor", help="Feature extractor: mnist (zoo's MNIST classifier), inception (torch-fidelity's "
+              "Inception-v3) or a plugin's (zoo list). [default: mnist for 28x28 grayscale data, else inception]")
+@click.option("--reference", help="Real images to compare against: the run's training images [default], "
+              "holdout (its held-out images), a whole split (train, test), or a folder / .npz / .npy.")
+@click.option("--sampler", help="Diffusion sampler (ddpm, ddim).")
+@click.option("--steps", type=click.IntRange(1), help="Diffusion sampling steps (e.g. 50 for DDIM).")
+@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (same seed, same images).")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Images per batch for sampling and feature extraction.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False),
+              help="Local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (no download).")
+@click.option("--mnist-weights", type=click.Path(dir_okay=False),
+              help="MNIST classifier weights from `zoo eval-net train` [default: the shipped ones].")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Where reference statistics are cached [default: $ZOO_CACHE, else ~/.cache/zoo/stats].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change a data setting of the run (or, with --images, of the reference), e.g. "
+                   "--set data.split=test --set data.holdout=1000.")
+@click.option("--checkpoint", "ckpt", default="last.pt", show_default=True, help="Which file in checkpoints/.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout (for scripts).")
+def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, steps, eta, seed, batch_size,
+             inception_weights, mnist_weights, cache_dir, sets, ckpt, no_ema, device, as_json):
+    """FID / IS / KID / precision-recall of a run's samples (or of --images) against real images.
+
+    \b
+    Samples N images from RUN_DIR's model (EMA weights when it has them), compares them with the
+    run's training images, prints a table and writes RUN_DIR/eval.json:
+      zoo eval runs/ddpm --sampler ddim --steps 50
+      zoo eval runs/vae -n 2000 --metrics fid,is --reference holdout
+      zoo eval --images samples.npz --set data.split=test --set data.holdout=1000 --json
+    Reference statistics are computed once and cached. --extractor inception needs its weights
+    file (cached by torch, downloaded, or --inception-weights PATH).
+    """
+    from . import api
+    from .config import BASE, Config, merge, parse_set
+    from .evaluate import evaluate, read_images, reference_for_config
+    if (run_dir is None) == (images_path is None):
+        raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
+                       if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
+    overrides = parse_set(sets)
+    if set(overrides) - {"data"}:
+        raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
+    name, weights = _extractor_choice(extractor, inception_weights, mnist_weights)
+    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta}.items() if v is not None}
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings come back in the result and are printed below
+        if run_dir is not None:
+            model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
+            cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
+            ref = reference_for_config(cfg, reference)
+            result = evaluate(model, ref, extractor=name, metrics=metrics, n=n, seed=seed, batch_size=batch_size,
+                              cache_dir=cache_dir, sample_options=options, extractor_weights=weights,
+                              progress=sys.stderr.isatty())
+        else:
+            if options:
+                raise ZooError("--sampler/--steps/--eta apply to sampling a run, not to --images")
+            data = merge(BASE["data"], overrides.get("data"), source="--set", prefix="data.")
+            images = read_images(images_path)
+            result = evaluate(images, reference, extractor=name, metrics=metrics, n=n, seed=seed,
+                              batch_size=batch_size, device=None if device == "auto" else device,
+                              cache_dir=cache_dir, data=data, extractor_weights=weights,
+                              progress=sys.stderr.isatty())
+            result["images"] = str(images_path)
+    import torch
+    from . import __version__
+    result.update({"sampler": options.get("sampler"), "sampling_steps": options.get("steps"),
+                   "zoo": __version__, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "wall_seconds": round(time.time() - t0, 2)})
+    if run_dir is not None:
+        result["run"] = str(run_dir)
+        (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        what = f"{result['n']} samples of {run_dir}" if run_dir else f"{result['n']} images from {images_path}"
+        click.echo(f"{what} vs {result['reference']} ({result['n_reference']} images, statistics "
+                   f"{result['reference_stats']}); extractor {result['extractor']}")
+        click.echo(result_table(result))
+        if run_dir is not None:
+            click.echo(f"wrote {Path(run_dir) / 'eval.json'} ({result['wall_seconds']:.1f} s)")
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+
+
+def _extractor_choice(extractor, inception_weights, mnist_weights):
+    if inception_weights and mnist_weights:
+        raise ZooError("--inception-weights and --mnist-weights belong to different extractors: pass one")
+    implied = "inception" if inception_weights else "mnist" if mnist_weights else None
+    if implied and extractor and extractor != implied:
+        raise ZooError(f"--{implied}-weights is for --extractor {implied}, not --extractor {extractor}")
+    return extractor or implied, inception_weights or mnist_weights
+
+
+@click.group("eval-net")
+def eval_net():
+    """The MNIST classifier behind --extractor mnist (shipped as zoo/assets/mnist_cnn.pt)."""
+
+
+@eval_net.command("train")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="mnist_cnn.pt", show_default=True,
+              help="Weights file to write (zoo/assets/mnist_cnn.pt replaces the shipped one).")
+@click.option("--data", type=click.Choice(["auto", "train", "test-holdout"]), default="auto", show_default=True,
+              help="train: MNIST's 60k training split, validated on the test split; test-holdout: the seeded "
+                   "9k slice of the test split, validated on the 1k held out; auto: train when its files exist.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder with the MNIST IDX files [default: $ZOO_DATA, else ~/.cache/zoo/data].")
+@click.option("--steps", type=click.IntRange(1), default=MNIST_TRAIN_STEPS, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same weights (same machine).")
+@click.option("--device", default="cpu", show_default=True)
+def eval_net_train(out, data, data_root, steps, batch_size, seed, device):
+    """Train the MNIST feature-extractor classifier (a few minutes on a CPU).
+
+    \b
+    Reproduce the shipped weights:  zoo eval-net train --out zoo/assets/mnist_cnn.pt
+    Use other weights:              zoo eval RUN --mnist-weights PATH
+    The file records which images trained it; zoo eval warns when the reference images are among them.
+    """
+    from .extractors import train_mnist_classifier
+    command = f"zoo eval-net train --out {out} --data {data} --steps {steps} --batch-size {batch_size} --seed {seed}"
+    meta = train_mnist_classifier(out, data=data, root=data_root, steps=steps, batch_size=batch_size, seed=seed,
+                                  device=device, echo=lambda m: click.echo(m, err=True),
+                                  progress=sys.stderr.isatty(), command=command)
+    click.echo(f"validation accuracy {meta['val_accuracy'] * 100:.2f}% on {meta['validation']} after {steps} steps "
+               f"({meta['train_seconds']:.0f} s) -> {out}")
+
+
+@eval_net.command("info")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+def eval_net_info(path):
+    """Show what trained the MNIST classifier weights PATH [default: the shipped ones]."""
+    from .extractors import MNIST_WEIGHTS, load_mnist_weights
+    _, meta = load_mnist_weights(path)
+    click.echo(f"{path or MNIST_WEIGHTS}:")
+    for k, v in meta.items():
+        click.echo(f"  {k}: {v}")
