@@ -1,0 +1,231 @@
+"""DDPM: schedules, forward process, posterior, objectives, samplers, and a real tiny training run."""
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import zoo
+from conftest import MNIST_SETS
+from zoo import ZooError
+from zoo.cli import main
+from zoo.registry import create_model, model_config, registry
+from zoo.testing import check_model_contract
+from zoo_plugins.ddpm import DDPM, Diffusion, beta_schedule, save_trajectory
+
+
+# --- schedules --------------------------------------------------------------------------------
+def test_linear_schedule_is_ho_et_al():
+    betas = beta_schedule("linear", 1000)
+    assert betas.dtype == torch.float64 and betas.shape == (1000,)
+    assert torch.allclose(betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+
+
+def test_cosine_schedule_follows_its_closed_form():
+    T, s = 1000, 0.008
+    abar = torch.cumprod(1 - beta_schedule("cosine", T), 0)
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    for t in (0, 1, 10, 250, 500, 900):  # alphas_cumprod[t] is abar at step t + 1
+        assert abar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-9)
+    assert 1 - abar[0] == pytest.approx(1 - f(1) / f(0)) and 1 - abar[0] < 1e-4  # starts almost noise-free
+    assert beta_schedule("cosine", T).max() <= 0.999  # clipped where the closed form reaches beta = 1
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+@pytest.mark.parametrize("T", [1000, 100])
+def test_schedules_go_from_data_to_noise(name, T):
+    d = Diffusion(T, name)
+    abar = d.alphas_cumprod
+    assert abar.dtype == torch.float32 and d.betas.dtype == torch.float32
+    assert (abar[1:] < abar[:-1]).all(), "alpha-bar must decrease strictly"
+    assert abar[0] > 0.99 and abar[-1] < 1e-3
+    assert ((d.betas > 0) & (d.betas <= 0.999)).all()
+    # float32 buffers are the float64 computation rounded once
+    assert torch.equal(abar, torch.cumprod(1 - beta_schedule(name, T), 0).float())
+
+
+def test_unknown_schedule_objective_and_loss_are_clear_errors():
+    for sets, message in ((["model.schedule=quadratic"], "model.schedule='quadratic' is not one of linear, cosine"),
+                          (["model.objective=score"], "model.objective='score' is not one of eps, x0, v"),
+                          (["model.loss=huber"], "model.loss='huber' is not one of l2, l1"),
+                          (["model.sampler=euler"], "sampler 'euler' is not one of ddpm, ddim")):
+        with pytest.raises(ZooError, match=message):
+            create_model("ddpm", model_config("ddpm", preset="tiny", sets=sets))
+
+
+# --- forward process, posterior, objectives ----------------------------------------------------
+def test_q_sample_has_the_forward_marginal_statistics():
+    d = Diffusion(1000, "linear")
+    x0 = torch.linspace(-1, 1, 8).view(1, 1, 2, 4).expand(20000, 1, 2, 4)
+    torch.manual_seed(0)
+    for t_val in (0, 100, 500, 999):
+        t = torch.full((20000,), t_val)
+        xt = d.q_sample(x0, t, torch.randn_like(x0))
+        abar = float(d.alphas_cumprod[t_val])
+        assert torch.allclose(xt.mean(0), math.sqrt(abar) * x0[0], atol=0.03)
+        assert torch.allclose(xt.var(0), torch.full_like(x0[0], 1 - abar), rtol=0.05, atol=2e-4)
+
+
+def test_posterior_is_bayes_rule_on_gaussians():
+    """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0), computed directly in float64."""
+    d = Diffusion(1000, "cosine")
+    betas = beta_schedule("cosine", 1000)
+    abar = torch.cumprod(1 - betas, 0)
+    x0, xt = torch.tensor([[-0.7, 0.2, 0.9]]), torch.tensor([[0.3, -1.1, 2.0]])
+    for t in (1, 10, 500, 998):
+        prior_mean, prior_var = abar[t - 1].sqrt() * x0.double(), 1 - abar[t - 1]   # q(x_{t-1} | x_0)
+        a, noise = (1 - betas[t]).sqrt(), betas[t]                                   # q(x_t | x_{t-1})
+        var = 1 / (1 / prior_var + a ** 2 / noise)
+        mean = var * (prior_mean / prior_var + a * xt.double() / noise)
+        got_mean, got_var = d.q_posterior(x0.view(1, 3, 1, 1), xt.view(1, 3, 1, 1), torch.tensor([t]))
+        assert torch.allclose(got_mean.view(1, 3).double(), mean, rtol=1e-5, atol=1e-6)
+        assert float(got_var) == pytest.approx(float(var), rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_each_objective_recovers_x0_from_its_own_target(objective):
+    d = Diffusion(1000, "linear", objective=objective)
+    torch.manual_seed(0)
+    x0, noise = torch.rand(4, 1, 4, 4) * 2 - 1, torch.randn(4, 1, 4, 4)
+    t = torch.tensor([0, 10, 500, 990])
+    xt = d.q_sample(x0, t, noise)
+    assert torch.allclose(d.predict_x0(d.target(x0, noise, t), xt, t), x0, atol=2e-3)
+
+
+def test_training_draws_one_timestep_per_image():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            seen.append(t.clone())
+            return torch.zeros_like(x)
+
+    d = Diffusion(1000, "linear")
+    torch.manual_seed(0)
+    loss = d.loss(Spy(), torch.zeros(256, 1, 8, 8))
+    t = seen[0]
+    assert t.shape == (256,) and t.min() >= 0 and t.max() < 1000 and len(t.unique()) > 200
+    assert loss.item() == pytest.approx(1.0, abs=0.05)  # E|eps|^2 for a zero prediction
+
+
+# --- samplers ------------------------------------------------------------------------------------
+def test_ancestral_plan_uses_the_posterior_and_ddim_eta1_with_all_steps_is_the_same_update():
+    d = Diffusion(1000, "linear")
+    ddpm, ddim = d.plan("ddpm"), d.plan("ddim", steps=1000, eta=1.0)
+    assert torch.equal(ddpm.timesteps, torch.arange(999, -1, -1))
+    t = ddpm.timesteps
+    assert torch.allclose(ddpm.c_x0, d.posterior_mean_coef1[t], rtol=1e-5, atol=1e-7)
+    assert torch.allclose(ddpm.c_xt, d.posterior_mean_coef2[t], rtol=1e-5)
+    assert torch.allclose(ddpm.sigma[:-1] ** 2, d.posterior_variance[t[:-1]], rtol=1e-4)
+    assert ddpm.sigma[-1] == 0 and not ddpm.noisy[-1] and all(ddpm.noisy[:-1])
+    for field in ("timesteps", "p_xt", "p_out", "c_x0", "c_xt", "sigma"):
+        assert torch.allclose(getattr(ddim, field).double(), getattr(ddpm, field).double(), rtol=1e-4, atol=1e-7), field
+    # the beta variance option changes only sigma
+    large = d.plan("ddpm", variance="beta")
+    assert torch.allclose(large.sigma[:-1] ** 2, d.betas[t[:-1]], rtol=1e-4)
+    # respaced ancestral sampling on K steps is DDIM with eta = 1 on the same K steps
+    assert torch.allclose(d.plan("ddpm", steps=50).c_x0, d.plan("ddim", steps=50, eta=1.0).c_x0, rtol=1e-4)
+
+
+def test_ddim_steps_are_evenly_spaced_and_eta0_is_deterministic():
+    d = Diffusion(1000, "linear")
+    plan = d.plan("ddim", steps=50, eta=0.0)
+    assert plan.timesteps[0] == 999 and plan.timesteps[-1] == 0 and len(plan.timesteps.unique()) == 50
+    gaps = -plan.timesteps.diff()
+    assert gaps.min() >= 20 and gaps.max() <= 21
+    assert not any(plan.noisy) and torch.all(plan.sigma == 0)
+
+
+def tiny_model(**sets):
+    cfg = model_config("ddpm", preset="tiny", sets=MNIST_SETS + ["model.timesteps=20"] +
+                       [f"{k}={v}" for k, v in sets.items()])
+    torch.manual_seed(0)
+    model = create_model("ddpm", cfg).eval()
+    with torch.no_grad():  # make the zero-initialised output conv do something
+        model.net.out[-1].weight.normal_(0, 0.2)
+    return model
+
+
+def test_ddim_with_all_steps_and_eta1_samples_exactly_like_ancestral_ddpm():
+    model = tiny_model()
+    a = model.sample(4, torch.Generator().manual_seed(5), sampler="ddpm")
+    b = model.sample(4, torch.Generator().manual_seed(5), sampler="ddim", steps=20, eta=1.0)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, model.sample(4, torch.Generator().manual_seed(5), sampler="ddim", steps=20))
+
+
+def test_sampling_is_deterministic_given_the_seed_and_batching_keeps_shapes():
+    model = tiny_model()
+    for opts in ({"sampler": "ddpm", "steps": 4}, {"sampler": "ddim", "steps": 3, "eta": 0.5}, {"steps": 2}):
+        a = model.sample(3, torch.Generator().manual_seed(1), batch_size=2, **opts)
+        assert a.shape == (3, 1, 32, 32) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+        assert torch.equal(a, model.sample(3, torch.Generator().manual_seed(1), batch_size=2, **opts))
+        assert not torch.equal(a, model.sample(3, torch.Generator().manual_seed(2), batch_size=2, **opts))
+
+
+def test_bad_sampling_options_are_clear_errors():
+    model = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    for options, message in (({"temperature": 0.5}, "unknown sampling option.*temperature"),
+                             ({"sampler": "euler"}, "sampler 'euler' is not one of ddpm, ddim"),
+                             ({"steps": 21}, "steps=21 must be between 1 and model.timesteps=20"),
+                             ({"sampler": "ddpm", "eta": 0.5}, "eta=0.5 applies to the ddim sampler only"),
+                             ({"eta": -1.0}, "eta=-1.0 must be >= 0")):
+        with pytest.raises(ZooError, match=message):
+            model.sample(2, g, **options)
+
+
+def test_trajectory_goes_from_noise_to_the_sample(tmp_path):
+    model = tiny_model()
+    path = model.trajectory(3, torch.Generator().manual_seed(4), frames=5, sampler="ddim", steps=8)
+    assert path.shape == (3, 5, 1, 32, 32)
+    final = model.sample(3, torch.Generator().manual_seed(4), sampler="ddim", steps=8)
+    assert torch.allclose(path[:, -1], final)
+    assert path[:, 0].std() > 0.3  # x_T is noise (clamped to [0, 1])
+    save_trajectory(path, tmp_path / "strip.png")
+    assert (tmp_path / "strip.png").stat().st_size > 0
+    with pytest.raises(ZooError, match="frames=20 must be between 2 and 9"):
+        model.trajectory(1, torch.Generator(), frames=20, sampler="ddim", steps=8)
+
+
+# --- registry and contract -----------------------------------------------------------------------
+def test_registry_lists_the_named_variants():
+    models = registry().models
+    for name, unet in (("ddpm", "attention"), ("ddpm-attention", "attention"), ("ddpm-convnext", "convnext")):
+        assert models[name].cls is DDPM and models[name].family == "diffusion"
+        assert model_config(name).model.unet == unet
+    cfg = model_config("ddpm")
+    assert cfg.data.image_size == 32 and cfg.ema.enabled and cfg.ema.decay == 0.9999 and cfg.ema.warmup
+
+
+@pytest.mark.parametrize("name, sets", [("ddpm", []), ("ddpm-convnext", ["model.objective=v", "model.loss=l1",
+                                                                         "model.schedule=cosine"])])
+def test_contract(name, sets):
+    check_model_contract(name, sets=MNIST_SETS + sets + ["model.sample_steps=2"], batch_size=8)
+
+
+# --- a real tiny training run on MNIST --------------------------------------------------------------
+def test_tiny_preset_learns_on_real_mnist_and_samples_from_its_run(tmp_path):
+    out = tmp_path / "run"
+    result = zoo.train("ddpm", preset="tiny", out=out, quiet=True,
+                       sets=MNIST_SETS + ["trainer.max_steps=60", "trainer.log_every=10", "trainer.sample_every=0",
+                                          "trainer.checkpoint_every=0", "trainer.n_samples=4"])
+    assert result.status == "finished" and result.step == 60
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[0] > 0.5  # zero-initialised output: eps-MSE starts near 1
+    assert losses[-1] < 0.5 * losses[0] and losses[-1] < losses[-2], losses
+    assert (out / "samples.png").is_file()
+
+    model = zoo.load_run(out)  # EMA weights
+    assert model.training is False
+    images = model.sample(2, torch.Generator().manual_seed(0), sampler="ddim", steps=3)
+    assert images.shape == (2, 1, 32, 32)
+    runner = CliRunner()
+    res = runner.invoke(main, ["sample", str(out), "-n", "2", "--sampler", "ddpm", "--steps", "3",
+                               "--out", str(tmp_path / "grid.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "grid.png").is_file()
+    res = runner.invoke(main, ["sample", str(out), "-n", "4", "--sampler", "heun", "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "sampler 'heun' is not one of ddpm, ddim" in res.output
