@@ -9,6 +9,7 @@ the others.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import inspect
 import os
@@ -96,17 +97,22 @@ class Registry:
     def load_entry_points(self) -> "Registry":
         only = _env_list("ZOO_PLUGINS")
         skip = set(_env_list("ZOO_DISABLE_PLUGINS") or [])
-        seen = set()
+        seen: dict[str, str] = {}  # entry-point name -> the distribution that provides it
         # zoo's own plugins first, then the others by name: the first to register a name keeps it
         def order(ep):
             dist = getattr(ep, "dist", None)
             return (dist is None or dist.metadata["Name"] != "zoo", ep.name)
         for ep in sorted(md.entry_points(group=GROUP), key=order):
-            if ep.name in seen or (only is not None and ep.name not in only) or ep.name in skip:
+            if (only is not None and ep.name not in only) or ep.name in skip:
                 continue
-            seen.add(ep.name)
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "?"
+            if ep.name in seen:  # the same distribution found twice on sys.path is no conflict
+                if dist_name != seen[ep.name]:
+                    self._fail(ep.name, f"the plugin name '{ep.name}' of {dist_name} ({ep.value}) is taken by "
+                                        f"{seen[ep.name]}: rename the entry point in {dist_name}")
+                continue
+            seen[ep.name] = dist_name
             version = dist.version if dist is not None else "?"
             try:
                 module = ep.load()
@@ -119,6 +125,10 @@ class Registry:
     def add_plugin(self, module: Any, name: str, version: str = "?", distribution: str = "?") -> None:
         """Register one plugin object (module or instance) and run its hooks."""
         wanted = getattr(module, "ZOO_API", API_VERSION)
+        if not isinstance(wanted, int) or isinstance(wanted, bool):
+            self._fail(name, f"ZOO_API = {wanted!r} is not an integer (this zoo provides plugin API "
+                             f"{API_VERSION}: set ZOO_API = {API_VERSION})")
+            return
         if wanted != API_VERSION:
             self._fail(name, f"needs zoo plugin API {wanted}, this zoo provides {API_VERSION} "
                              f"(upgrade {'zoo' if wanted > API_VERSION else 'the plugin'})")
@@ -129,6 +139,10 @@ class Registry:
             self._fail(name, f"invalid plugin: {e}")
             return
         self.plugins.append(PluginInfo(name, getattr(module, "__name__", repr(module)), version, distribution))
+        for unknown in _unknown_hooks(module):
+            close = difflib.get_close_matches(unknown, _HOOK_NAMES, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(_HOOK_NAMES)}"
+            self._fail(name, f"{unknown}() is not a zoo hook, so it is never called ({hint})")
         for hook, register in (("zoo_register_models", self._model_registrar(name)),
                                ("zoo_register_datasets", self._dataset_registrar(name)),
                                ("zoo_register_extractors", self._extractor_registrar(name))):
@@ -212,6 +226,23 @@ def _contract_problem(cls) -> str | None:
     if not isinstance(cls.config, dict) or not isinstance(cls.presets, dict):
         return f"{cls.__name__}.config and .presets must be dicts"
     return None
+
+
+_HOOK_NAMES = tuple(sorted(n for n in dir(hookspecs) if getattr(getattr(hookspecs, n), "zoo_spec", None)))
+
+
+def _unknown_hooks(module: Any) -> list[str]:
+    """Names of ``@hookimpl`` functions of ``module`` that match no hook (typos such as
+    ``zoo_register_model``); pluggy accepts them silently and never calls them."""
+    names = []
+    for attr in dir(module):
+        try:
+            opts = getattr(getattr(module, attr), "zoo_impl", None)
+        except Exception:  # noqa: BLE001 - odd attributes are not hooks
+            continue
+        if isinstance(opts, dict) and (opts.get("specname") or attr) not in _HOOK_NAMES:
+            names.append(opts.get("specname") or attr)
+    return names
 
 
 def _env_list(var: str) -> list[str] | None:

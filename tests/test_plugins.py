@@ -1,0 +1,277 @@
+"""The third-party plugin experience, through the real entry-point mechanism: `zoo plugins new`, the guide's
+example plugin, the WGAN-GP example package (installed like any third-party package) and plugin isolation."""
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import zoo
+from conftest import MNIST_SETS, REPO
+from plugin_env import make_dist, toy_dist
+from zoo.cli import main
+from zoo.registry import registry
+
+SETS = [a for s in MNIST_SETS for a in ("--set", s)]
+# `python -c BOOT SITE MODULE ARGS...` runs `python -m MODULE ARGS...` with SITE processed as a site directory
+# (its .pth files included): what an editable `pip install` into a virtualenv gives, without touching the venv.
+BOOT = ("import runpy, site, sys; site.addsitedir(sys.argv.pop(1)); mod = sys.argv.pop(1); "
+        "runpy.run_module(mod, run_name='__main__', alter_sys=True)")
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def subprocess_env(**extra):
+    return dict(os.environ, OMP_NUM_THREADS="1", ZOO_TEST_SETS=" ".join(MNIST_SETS), **extra)
+
+
+def run_with_site(site_dir, module, *args, cwd=None, timeout=180):
+    return subprocess.run([sys.executable, "-c", BOOT, str(site_dir), module, *map(str, args)], cwd=cwd,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def fresh_registry(tmp_path):
+    """Forget the plugin modules a test imported from tmp_path, and reload the registry after it."""
+    yield
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+    registry(reload=True)
+
+
+# --- zoo plugins new ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, expected", [
+    ("My VAE", "plugin name 'My VAE' is not valid"),
+    ("2vae", "plugin name '2vae' is not valid"),
+    ("vae-", "plugin name 'vae-' is not valid"),
+    ("zoo-vae", "name the model, not the package"),
+    ("vae", "model name 'vae' is already registered by plugin 'vae'"),
+    ("datasets", "plugin name 'datasets' is already used by zoo"),
+    ("plugins", "import name 'zoo_plugins' is already taken"),
+])
+def test_new_plugin_rejects_bad_names(name, expected, tmp_path):
+    code, out = run("plugins", "new", name, "--dir", tmp_path / "p")
+    assert code == 2 and expected in out, out
+    assert len(out.strip().splitlines()) == 1 and "Traceback" not in out
+    assert not (tmp_path / "p").exists()
+
+
+def test_new_plugin_refuses_a_non_empty_target(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, out = run("plugins", "new", "my-model", "--dir", tmp_path)
+    assert code == 2 and f"target '{tmp_path}' already exists and is not an empty directory" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
+    pkg, site_dir = tmp_path / "zoo-my-flow", tmp_path / "site"
+    code, out = run("plugins", "new", "my-flow", "--dir", pkg)
+    assert code == 0, out
+    assert f"pip install -e {pkg}" in out
+    for f in ("pyproject.toml", "README.md", ".gitignore", "zoo_my_flow/__init__.py", "zoo_my_flow/model.py",
+              "tests/test_model.py"):
+        assert (pkg / f).is_file(), f
+    meta = tomllib.loads((pkg / "pyproject.toml").read_text())
+    assert meta["project"]["name"] == "zoo-my-flow"
+    assert meta["project"]["entry-points"]["zoo.plugins"] == {"my-flow": "zoo_my_flow.model"}
+    assert not re.search(r"\{\{\w+\}\}", "".join(p.read_text() for p in pkg.rglob("*") if p.is_file()))
+
+    # the real thing: an editable pip install (into a throwaway site directory, not the shared venv)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "-e", str(pkg), "--target", str(site_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert pip.returncode == 0, pip.stderr
+    listing = run_with_site(site_dir, "zoo", "list")
+    assert listing.returncode == 0, listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("my-flow "))
+    assert row.split()[1:3] == ["vae", "my-flow"] and "tiny" in row
+
+    train = run_with_site(site_dir, "zoo", "train", "my-flow", "--preset", "tiny", *SETS, "--set",
+                          "trainer.max_steps=100", "--out", tmp_path / "run")
+    assert train.returncode == 0, train.stderr
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["loss"] < rows[0]["loss"]  # the template model learns
+    assert (tmp_path / "run" / "samples.png").is_file()
+
+    tests = run_with_site(site_dir, "pytest", "-q", "-p", "no:cacheprovider", cwd=pkg)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert re.search(r"\b[1-9]\d* passed", tests.stdout) and "failed" not in tests.stdout
+
+
+# --- the guide's example plugin ---------------------------------------------------------------------
+def test_guide_example_plugin_is_short_and_trains(tmp_path, monkeypatch, fresh_registry):
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    section = guide.split("## A whole plugin in 60 lines", 1)[1].split("\n## ", 1)[0]
+    toml_src = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    py_src = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(toml_src.splitlines()) + len(py_src.splitlines()) <= 80
+    meta = tomllib.loads(toml_src)
+    (module,) = meta["tool"]["setuptools"]["py-modules"]
+    root = make_dist(tmp_path / "site", meta["project"]["name"], meta["project"]["entry-points"]["zoo.plugins"],
+                     {module: py_src}, version=meta["project"]["version"])
+    monkeypatch.syspath_prepend(str(root))
+    reg = registry(reload=True)
+    assert not [f for f in reg.failures if f.plugin == "mlp-vae"], reg.failures
+    assert reg.models["mlp-vae"].plugin == "mlp-vae"
+    train = subprocess.run([sys.executable, "-m", "zoo", "train", "mlp-vae", "--preset", "tiny", *SETS, "--set",
+                            "trainer.max_steps=60", "--set", "trainer.log_every=20", "--out", str(tmp_path / "run")],
+                           env=subprocess_env(PYTHONPATH=str(root)), capture_output=True, text=True, timeout=180)
+    assert train.returncode == 0, train.stderr
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    images = zoo.load_run(tmp_path / "run").sample(4, torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+# --- the WGAN-GP example, installed like a third-party package ----------------------------------------
+@pytest.fixture(scope="module")
+def wgan_gp_installed():
+    import importlib.metadata as md
+    try:
+        dist = md.distribution("zoo-wgan-gp")
+    except md.PackageNotFoundError:
+        pytest.fail("the example plugin is not installed: run `python -m pip install -e examples/zoo-wgan-gp` "
+                    "(.ci/run does)")
+    return dist
+
+
+def test_wgan_gp_is_discovered_like_a_builtin(wgan_gp_installed):
+    reg = registry(reload=True)
+    entry = reg.models["wgan-gp"]
+    assert (entry.plugin, entry.family) == ("wgan-gp", "gan") and "tiny" in entry.presets
+    assert any(p.name == "wgan-gp" and p.distribution == "zoo-wgan-gp" and p.module == "zoo_wgan_gp"
+               and p.version == wgan_gp_installed.version for p in reg.plugins)
+    code, out = run("list")
+    row = next(line for line in out.splitlines() if line.startswith("wgan-gp "))
+    assert code == 0 and "Gulrajani" in row and "tiny" in row
+    code, out = run("plugins")
+    assert code == 0 and re.search(r"wgan-gp\s+zoo-wgan-gp\s+0\.1\.0\s+zoo_wgan_gp\s+wgan-gp", out)
+
+
+def test_wgan_gp_trains_with_zoo_train_tiny(wgan_gp_installed, tmp_path):
+    out_dir = tmp_path / "wgan"
+    zoo_script = Path(sys.executable).with_name("zoo")  # the installed console script, as a user runs it
+    train = subprocess.run([str(zoo_script), "train", "wgan-gp", "--preset", "tiny", *SETS, "--out", str(out_dir)],
+                           env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0 and "finished: 30 steps" in train.stdout, train.stderr
+    rows = metrics(out_dir)
+    assert {"critic_loss", "g_loss", "wasserstein", "gp"} <= set(rows[0])
+    assert all(torch.isfinite(torch.tensor([r["critic_loss"], r["g_loss"], r["gp"]])).all() for r in rows)
+    # the critic learns to tell real from generated images: its Wasserstein estimate grows from ~0
+    assert rows[-1]["wasserstein"] > rows[0]["wasserstein"] + 1.0
+    model = zoo.load_run(out_dir)
+    images = model.sample(6, torch.Generator().manual_seed(3))
+    assert images.shape == (6, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(images, model.sample(6, torch.Generator().manual_seed(3)))
+    code, out = run("sample", out_dir, "-n", "4", "--out", tmp_path / "g.png", "--sampler", "ddim")
+    assert code == 2 and "wgan-gp sampling takes no options, got sampler" in out
+
+
+def test_wgan_gp_package_tests_pass(wgan_gp_installed):
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                           cwd=REPO / "examples" / "zoo-wgan-gp", env=subprocess_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert re.search(r"\b[1-9]\d* passed", tests.stdout) and "failed" not in tests.stdout
+
+
+# --- isolation ----------------------------------------------------------------------------------------
+BROKEN = {
+    "brokenimport": "import does_not_exist_anywhere\n",
+    "raisinghook": """
+        from zoo import hookimpl
+        @hookimpl
+        def zoo_register_models(register):
+            raise RuntimeError("boom in hook")
+    """,
+    "dupeplugin": """
+        from zoo import hookimpl
+        from toyzoo import Toy
+        @hookimpl
+        def zoo_register_models(register):
+            register(Toy, name="toy")
+    """,
+    "nosample": """
+        from zoo import ZooModel, hookimpl
+        class NoSample(ZooModel):
+            def training_loss(self, x, phase):
+                return {"loss": x.mean()}
+        @hookimpl
+        def zoo_register_models(register):
+            register(NoSample, name="nosample")
+    """,
+    "typohook": """
+        from zoo import hookimpl
+        from toyzoo import Toy
+        @hookimpl
+        def zoo_register_model(register):
+            register(Toy, name="typo")
+    """,
+    "newerapi": "ZOO_API = 2\n",
+    "olderapi": "ZOO_API = 0\n",
+    "strapi": "ZOO_API = '1'\n",
+}
+EXPECTED = {
+    "broken-import": "failed to import brokenimport: ModuleNotFoundError: No module named 'does_not_exist_anywhere'",
+    "raising": "zoo_register_models raised RuntimeError: boom in hook",
+    "zdupe": "model name 'toy' is already registered by plugin 'toy'",
+    "nosample": "model 'nosample' breaks the contract: NoSample does not implement sample()",
+    "typo": "zoo_register_model() is not a zoo hook, so it is never called (did you mean zoo_register_models?)",
+    "newer": "needs zoo plugin API 2, this zoo provides 1 (upgrade zoo)",
+    "older": "needs zoo plugin API 0, this zoo provides 1 (upgrade the plugin)",
+    "strapi": "ZOO_API = '1' is not an integer",
+    "datasets": "the plugin name 'datasets' of zoo-broken (never_imported) is taken by zoo: rename the entry point",
+}
+
+
+@pytest.fixture
+def broken_env(tmp_path, monkeypatch, fresh_registry):
+    root = toy_dist(tmp_path / "site")
+    make_dist(root, "zoo-broken", {"broken-import": "brokenimport", "raising": "raisinghook", "zdupe": "dupeplugin",
+                                   "nosample": "nosample", "typo": "typohook", "newer": "newerapi",
+                                   "older": "olderapi", "strapi": "strapi", "datasets": "never_imported"}, BROKEN)
+    monkeypatch.syspath_prepend(str(root))
+    registry(reload=True)
+    return root
+
+
+def test_zoo_plugins_names_each_broken_plugin_and_why(broken_env):
+    code, out = run("plugins")
+    assert code == 0
+    failed = out.split("\nfailed:\n", 1)[1]
+    for plugin, reason in EXPECTED.items():
+        assert f"  {plugin}: {reason}" in failed, (plugin, failed)
+    assert re.search(r"^toy\s+zoo-toy\s+0\.1\.0", out, re.M)  # the good plugin of the same environment
+
+
+def test_other_models_list_and_train_while_broken_plugins_are_installed(broken_env, tmp_path):
+    code, out = run("list")
+    assert code == 0 and re.search(r"^toy\s+toy\s+toy\s", out, re.M) and re.search(r"^vae\s", out, re.M)
+    assert "warning: plugin 'raising': zoo_register_models raised RuntimeError: boom in hook" in out
+    assert not re.search(r"^(typo|nosample)\s", out.split("\n\n")[0], re.M)
+    code, out = run("train", "toy", "--preset", "tiny", *SETS, "--set", "trainer.max_steps=10", "--out",
+                    tmp_path / "run")
+    assert code == 0 and "finished: 10 steps" in out, out
+    code, out = run("train", "nosample", *SETS, "--out", tmp_path / "other")
+    assert code == 2 and "unknown model 'nosample'" in out and "plugins that failed to load:" in out
+    assert "nosample" in out.split("plugins that failed to load:")[1]
+
+
+def test_disabling_a_plugin_by_name(broken_env, monkeypatch):
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "raising,newer")
+    failed = {f.plugin for f in registry(reload=True).failures}
+    assert "raising" not in failed and "newer" not in failed and "zdupe" in failed
