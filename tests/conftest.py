@@ -12,7 +12,7 @@ FASHION_ROOT = Path(os.environ.get("ZOO_TEST_FASHION", "/usr/share/datasets/fash
 os.environ["ZOO_DATA"] = str(MNIST_ROOT)
 os.environ["ZOO_OFFLINE"] = "1"  # no network here: never try a download in tests
 os.environ.setdefault("ZOO_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "zoo-test-cache"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # 2 cores: pytest + helper processes (DDP, CLI subprocesses) share them
 
 # The settings every CPU test run uses: MNIST's test split, a seeded 9k/1k holdout.
 MNIST_SETS = ["data.split=test", "data.holdout=1000"]

@@ -94,6 +94,7 @@ def plugins_cmd(ctx):
     """Show loaded plugins (version, what they add) and plugins that failed to load.
 
     ZOO_PLUGINS=a,b loads only those entry points; ZOO_DISABLE_PLUGINS=c skips some.
+    `zoo plugins new NAME` writes a new plugin package; the guide is docs/plugins.md.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -110,6 +111,32 @@ def plugins_cmd(ctx):
         click.echo("\nfailed:")
         for f in reg.failures:
             click.echo(f"  {f.plugin}: {f.error}")
+
+
+@plugins_cmd.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(), help="Folder to write the package into "
+              "(must not exist or be empty) [default: ./zoo-NAME].")
+def plugins_new(name, directory):
+    """Write a ready, installable plugin package for a new model NAME.
+
+    \b
+    It holds pyproject.toml (the zoo.plugins entry point), a small working model
+    with a `tiny` preset (zoo_NAME/model.py), tests using zoo.testing, and a README:
+      zoo plugins new my-vae
+      pip install -e zoo-my-vae && zoo list && zoo train my-vae --preset tiny
+    The guide: docs/plugins.md.
+    """
+    from .scaffold import names, new_plugin
+    target = new_plugin(name, directory)
+    n = names(name)
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    click.echo(f"created plugin '{name}' (package {n['dist']}, import name {n['package']}) in {target}:")
+    for f in files:
+        click.echo(f"  {f}")
+    click.echo(f"\nnext:\n  pip install -e {target}\n  zoo list                       # shows {name}\n"
+               f"  zoo train {name} --preset tiny\n  pytest {target}\n"
+               f"then edit {target / n['package'] / 'model.py'}")
 
 
 @main.command("show-config")
@@ -206,14 +233,18 @@ def sample_cmd(run_dir, n, seed, out, sampler, steps, eta, batch_size, ckpt, no_
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--extractor", default="mnist", show_default=True, help="Feature extractor (zoo list shows them).")
 @click.option("--metrics", default="fid,is,kid,prc", show_default=True)
-@click.option("--preset", "-p", help="Preset applied to every model (e.g. tiny).")
+@click.option("--preset", "-p", "preset_specs", multiple=True, metavar="[MODEL=]PRESET",
+              help="Preset for every model (e.g. tiny), or for one model (e.g. ddpm=small); repeatable.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override applied to every model.")
+@click.option("--reference", "references", multiple=True, metavar="SPLIT_OR_PATH",
+              help="Real images to score against: holdout, a split name, or a folder/.npz "
+                   "(default: each run's training images). Repeat it to add an FID column per extra reference.")
 @click.option("--sampler", help="Diffusion sampler for diffusion models (ddpm, ddim).")
 @click.option("--sample-steps", type=click.IntRange(1), help="Diffusion sampling steps.")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
-def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset, sets, sampler,
-                sample_steps, device, title):
+def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset_specs, sets, references,
+                sampler, sample_steps, device, title):
     """Train (what is not trained yet), evaluate and rank models side by side.
 
     \b
@@ -223,14 +254,30 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
     """
     from .compare import compare
     from .registry import registry
+    preset, presets = None, {}
+    for spec in preset_specs:
+        name, sep, value = spec.rpartition("=")
+        if sep and not (name and value):
+            raise ZooError(f"--preset {spec!r}: write PRESET or MODEL=PRESET (e.g. --preset tiny, --preset ddpm=small)")
+        if sep:
+            presets[name] = value
+        else:
+            preset = value
     opts = {k: v for k, v in {"sampler": sampler, "steps": sample_steps}.items() if v is not None}
     sample_options = {name: opts for name, e in registry().models.items() if e.family == "diffusion"} if opts else None
     files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
                     metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), preset=preset, sets=sets,
-                    device=device, sample_options=sample_options, title=title,
+                    device=device, sample_options=sample_options, title=title, presets=presets,
+                    reference=references[0] if references else None, extra_references=references[1:],
                     echo=lambda m: click.echo(m, err=True))
     click.echo((Path(files["md"])).read_text().split("![samples]")[0].rstrip())
     click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
+
+
+from .cli_eval import eval_cmd, eval_net  # noqa: E402 - the evaluation commands live in their own module
+
+main.add_command(eval_cmd)
+main.add_command(eval_net)
 
 
 if __name__ == "__main__":  # pragma: no cover

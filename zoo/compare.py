@@ -29,8 +29,9 @@ def _is_run(item: str) -> bool:
 
 
 def train_all(items, out: Path, budget_minutes=None, steps=None, preset=None, sets=(), quiet=True,
-              echo=print) -> dict[str, dict]:
-    """Train each model name (runs are reused) with the same budget; returns {label: {run|error}}."""
+              echo=print, presets=None) -> dict[str, dict]:
+    """Train each model name (runs are reused) with the same budget; returns {label: {run|error}}.
+    ``preset`` applies to every model, ``presets`` ({name: preset}) to the models it names."""
     from . import api
     results: dict[str, dict] = {}
     budget = []
@@ -49,7 +50,8 @@ def train_all(items, out: Path, budget_minutes=None, steps=None, preset=None, se
                 echo(f"[compare] {item}: already trained in {run_dir}")
             else:
                 echo(f"[compare] training {item} ...")
-                api.train(item, preset=preset, sets=list(sets) + budget, out=run_dir, force=True, quiet=quiet)
+                api.train(item, preset=(presets or {}).get(item, preset), sets=list(sets) + budget, out=run_dir,
+                          force=True, quiet=quiet)
             results[label] = {"run": run_dir}
         except Exception as e:  # noqa: BLE001 - one failing model never stops the comparison
             results[label] = {"error": _one_line(e)}
@@ -63,7 +65,10 @@ def _one_line(e: BaseException) -> str:
 
 
 def score_all(results: dict, n: int, seed: int, extractor: str, metrics, device: str = "auto", echo=print,
-              sample_options=None) -> list[dict]:
+              sample_options=None, reference=None, extra_references=()) -> list[dict]:
+    """Sample ``n`` images from every run and score them against ``reference`` (see
+    :func:`zoo.evaluate.reference_for_config`; default: each run's training images). Each of
+    ``extra_references`` adds a column ``fid_<reference>`` (FID of the same samples against it)."""
     from . import api
     from .evaluate import evaluate_images, reference_for_config
     rows = []
@@ -84,9 +89,16 @@ def score_all(results: dict, n: int, seed: int, extractor: str, metrics, device:
                     torch.cuda.synchronize()
                 row["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
                 echo(f"[compare] scoring {label} ({n} samples)")
-                scores = evaluate_images(images, reference_for_config(cfg), extractor=extractor, metrics=metrics)
+                scores = evaluate_images(images, reference_for_config(cfg, reference), extractor=extractor,
+                                         metrics=metrics)
                 row.update({k: scores.get(k) for k in ("fid", "is_mean", "is_std", "kid_mean", "kid_std",
                                                        "precision", "recall")})
+                row["_reference"] = scores["reference"]
+                for spec in extra_references:
+                    extra = evaluate_images(images, reference_for_config(cfg, spec), extractor=extractor,
+                                            metrics=("fid",))
+                    row[f"fid_{spec}"] = extra["fid"]
+                    row[f"_reference_{spec}"] = extra["reference"]
                 row["_grid"] = images[:64]
                 row["_run"] = str(r["run"])
             except Exception as e:  # noqa: BLE001
@@ -122,29 +134,34 @@ def _fmt(v, digits=3) -> str:
     return str(v)
 
 
+def _columns(rows) -> list[str]:
+    """COLUMNS with the extra-reference FID columns (``fid_<reference>``) after ``fid``."""
+    extra = sorted({k for r in rows for k in r if k.startswith("fid_")})
+    return COLUMNS[:2] + extra + COLUMNS[2:]
+
+
 def write_reports(rows: list[dict], out: Path, title: str, context: dict) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    public = [{k: r.get(k) for k in COLUMNS} for r in rows]
+    columns = _columns(rows)
+    extra = [c for c in columns if c.startswith("fid_")]
+    public = [{k: r.get(k) for k in columns} for r in rows]
     (out / "leaderboard.json").write_text(json.dumps({"context": context, "rows": public}, indent=2) + "\n")
     with open(out / "leaderboard.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(public)
-    header = ["#", "model", "FID ↓", "IS ↑", "KID ↓", "precision ↑", "recall ↑", "params", "steps",
-              "train s", "sample s/1k", "error"]
+    header = _header(extra)
     lines = [f"# {title}", "", *[f"- {k}: {v}" for k, v in context.items()], "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(public, 1):
-        cells = [str(i), r["model"], _fmt(r["fid"], 2), _fmt(r["is_mean"], 2), _fmt(r["kid_mean"], 4),
-                 _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["params"]), _fmt(r["steps"]),
-                 _fmt(r["train_seconds"], 1), _fmt(r["sample_seconds_per_1000"], 2), r["error"] or ""]
+        cells = _cells(i, r, extra)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     lines += ["", "![samples](samples.png)", "", "![curves](curves.png)", ""]
     (out / "leaderboard.md").write_text("\n".join(lines))
     samples_png, curves_png = out / "samples.png", out / "curves.png"
     _samples_figure(rows, samples_png)
     _curves_figure(rows, curves_png)
-    _html(public, context, title, samples_png, curves_png, out / "report.html")
+    _html(public, context, title, samples_png, curves_png, out / "report.html", extra)
     return {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json",
             "samples": samples_png, "curves": curves_png, "html": out / "report.html"}
 
@@ -212,15 +229,22 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _html(rows, context, title, samples_png: Path, curves_png: Path, path: Path) -> None:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["#", "model", "FID ↓", "IS ↑", "KID ↓", "precision ↑", "recall ↑", "params", "steps",
-                    "train s", "sample s/1k", "error"])
+def _header(extra) -> list[str]:
+    return ["#", "model", "FID ↓", *[f"FID vs {c[4:]} ↓" for c in extra], "IS ↑", "KID ↓", "precision ↑",
+            "recall ↑", "params", "steps", "train s", "sample s/1k", "error"]
+
+
+def _cells(i, r, extra) -> list[str]:
+    return [str(i), r["model"], _fmt(r["fid"], 2), *[_fmt(r[c], 2) for c in extra], _fmt(r["is_mean"], 2),
+            _fmt(r["kid_mean"], 4), _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["params"]), _fmt(r["steps"]),
+            _fmt(r["train_seconds"], 1), _fmt(r["sample_seconds_per_1000"], 2), r["error"] or ""]
+
+
+def _html(rows, context, title, samples_png: Path, curves_png: Path, path: Path, extra=()) -> None:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(extra))
     body = []
     for i, r in enumerate(rows, 1):
-        cells = [i, r["model"], _fmt(r["fid"], 2), _fmt(r["is_mean"], 2), _fmt(r["kid_mean"], 4),
-                 _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["params"]), _fmt(r["steps"]),
-                 _fmt(r["train_seconds"], 1), _fmt(r["sample_seconds_per_1000"], 2), r["error"] or ""]
+        cells = _cells(i, r, extra)
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     ctx = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in context.items())
     page = f"""<!doctype html>
@@ -239,20 +263,32 @@ img{{max-width:100%;}}</style></head>
 
 def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, extractor="mnist",
             metrics=("fid", "is", "kid", "prc"), preset=None, sets=(), device="auto", sample_options=None,
-            title="zoo comparison", echo=print, quiet=True) -> dict[str, Path]:
+            title="zoo comparison", echo=print, quiet=True, presets=None, reference=None,
+            extra_references=()) -> dict[str, Path]:
     """Train (what is not yet trained), evaluate and report. Returns the report file paths."""
     import torch as _torch
     from . import __version__
     if not items:
         raise ZooError("name at least one model or run directory to compare (e.g. zoo compare vae gan)")
+    stray = sorted(set(presets or {}) - set(items))
+    if stray:
+        raise ZooError(f"preset given for {', '.join(stray)}, which is not among the models compared "
+                       f"({', '.join(items)})")
     out = Path(out)
     t0 = time.time()
-    results = train_all(items, out, budget_minutes, steps, preset, sets, quiet=quiet, echo=echo)
-    rows = score_all(results, n, seed, extractor, metrics, device, echo, sample_options)
+    results = train_all(items, out, budget_minutes, steps, preset, sets, quiet=quiet, echo=echo, presets=presets)
+    rows = score_all(results, n, seed, extractor, metrics, device, echo, sample_options, reference,
+                     tuple(extra_references))
+    refs = {"reference (FID, KID, precision/recall)": {r["_reference"] for r in rows if "_reference" in r}}
+    for spec in extra_references:
+        refs[f"reference of 'FID vs {spec}'"] = {r[f"_reference_{spec}"] for r in rows if f"_reference_{spec}" in r}
     dev = _torch.cuda.get_device_name(0) if _torch.cuda.is_available() else "CPU"
     context = {"date": time.strftime("%Y-%m-%d"), "device": dev, "torch": _torch.__version__, "zoo": __version__,
                "budget": f"{budget_minutes} min" if budget_minutes is not None else f"{steps} steps" if steps else
-               "each run's own config", "preset": preset or "-", "overrides": " ".join(sets) or "-",
+               "each run's own config",
+               "preset": ", ".join(filter(None, [preset, *(f"{k}: {v}" for k, v in (presets or {}).items())])) or "-",
+               "overrides": " ".join(sets) or "-",
                "samples per model": n, "extractor": extractor, "seed": seed,
+               **{k: "; ".join(sorted(v)) or "-" for k, v in refs.items()},
                "wall clock": f"{time.time() - t0:.0f} s"}
     return write_reports(rows, out, title, context)
