@@ -25,3 +25,22 @@ def toy_dist(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(FIXTURES / "toyzoo.py", root / "toyzoo.py")
     return make_dist(root, "zoo-toy", {"toy": "toyzoo"}, {})
+
+
+# Plugin modules that break in the ways zoo must report (tests/test_foundation.py, tests/test_plugins.py).
+BROKEN_SOURCES = {
+    "brokenimport": "import does_not_exist_anywhere\n",
+    "raisinghook": """
+        from zoo import hookimpl
+        @hookimpl
+        def zoo_register_models(register):
+            raise RuntimeError("boom in hook")
+    """,
+    "dupeplugin": """
+        from zoo import hookimpl
+        from toyzoo import Toy
+        @hookimpl
+        def zoo_register_models(register):
+            register(Toy, name="toy")
+    """,
+}

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import FASHION_ROOT, MNIST_ROOT
-from plugin_env import make_dist, toy_dist
+from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 from zoo import ZooError
 from zoo.cli import main
 from zoo.config import Config
@@ -55,20 +55,7 @@ def test_broken_plugins_are_reported_and_others_keep_working(tmp_path, monkeypat
     root = toy_dist(tmp_path / "site")
     make_dist(root, "zoo-broken", {"broken_import": "brokenimport", "raising": "raisinghook",
                                    "zdupe": "dupeplugin", "future": "futureplugin", "notamodel": "notamodel"}, {
-        "brokenimport": "import does_not_exist_anywhere\n",
-        "raisinghook": """
-            from zoo import hookimpl
-            @hookimpl
-            def zoo_register_models(register):
-                raise RuntimeError("boom in hook")
-        """,
-        "dupeplugin": """
-            from zoo import hookimpl
-            from toyzoo import Toy
-            @hookimpl
-            def zoo_register_models(register):
-                register(Toy, name="toy")
-        """,
+        **BROKEN_SOURCES,
         "futureplugin": "ZOO_API = 99\n",
         "notamodel": """
             from zoo import hookimpl

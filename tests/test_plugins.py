@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS, REPO
-from plugin_env import make_dist, toy_dist
+from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 from zoo.cli import main
 from zoo.registry import registry
 
@@ -191,20 +191,7 @@ def test_wgan_gp_package_tests_pass(wgan_gp_installed):
 
 # --- isolation ----------------------------------------------------------------------------------------
 BROKEN = {
-    "brokenimport": "import does_not_exist_anywhere\n",
-    "raisinghook": """
-        from zoo import hookimpl
-        @hookimpl
-        def zoo_register_models(register):
-            raise RuntimeError("boom in hook")
-    """,
-    "dupeplugin": """
-        from zoo import hookimpl
-        from toyzoo import Toy
-        @hookimpl
-        def zoo_register_models(register):
-            register(Toy, name="toy")
-    """,
+    **BROKEN_SOURCES,
     "nosample": """
         from zoo import ZooModel, hookimpl
         class NoSample(ZooModel):

@@ -131,6 +131,8 @@ def _fmt(v, digits=3) -> str:
         return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}"
     if isinstance(v, int) and v >= 100_000:
         return f"{v / 1e6:.2f}M"
+    if isinstance(v, int) and v >= 10_000:
+        return f"{v / 1e3:.0f}k"
     return str(v)
 
 
