@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import randn, to_unit
+from zoo.contract import check_choices, randn, to_unit
 
 ARCHS = ("mlp", "conv")
 DENSITIES = ("gaussian", "gmm")
@@ -190,10 +190,7 @@ class Autoencoder(ZooModel):
         super().__init__(cfg)
         m = cfg.model
         c, h, w = self.image_shape
-        if m.arch not in ARCHS:
-            raise ZooError(f"model.arch={m.arch!r} is not one of {', '.join(ARCHS)}")
-        if m.latent_density not in DENSITIES:
-            raise ZooError(f"model.latent_density={m.latent_density!r} is not one of {', '.join(DENSITIES)}")
+        check_choices(arch=(m.arch, ARCHS), latent_density=(m.latent_density, DENSITIES))
         if int(m.latent) < 1 or int(m.components) < 1:
             raise ZooError(f"model.latent={m.latent} and model.components={m.components} must be at least 1")
         latent = int(m.latent)

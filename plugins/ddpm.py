@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import randn, to_unit
+from zoo.contract import check_choices, randn, to_unit
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -115,10 +115,7 @@ class Diffusion(nn.Module):
     def __init__(self, timesteps: int = 1000, schedule: str = "linear", objective: str = "eps",
                  loss: str = "l2", variance: str = "posterior", clip_x0: bool = True):
         super().__init__()
-        for key, value, allowed in (("objective", objective, OBJECTIVES), ("loss", loss, LOSSES),
-                                    ("variance", variance, VARIANCES)):
-            if value not in allowed:
-                raise ZooError(f"model.{key}={value!r} is not one of {', '.join(allowed)}")
+        check_choices(objective=(objective, OBJECTIVES), loss=(loss, LOSSES), variance=(variance, VARIANCES))
         self.T, self.objective, self.loss_type, self.variance, self.clip_x0 = \
             int(timesteps), objective, loss, variance, bool(clip_x0)
         betas = beta_schedule(schedule, timesteps)

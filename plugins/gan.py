@@ -37,7 +37,7 @@ from torch import nn
 
 from zoo import ZooError, ZooModel, hookimpl
 from zoo.config import merge
-from zoo.contract import rand, randn, to_unit
+from zoo.contract import check_choices, rand, randn, to_unit
 
 LOSSES = ("bce", "ls")
 NOISES = ("uniform", "normal")
@@ -88,10 +88,7 @@ class GANBase(ZooModel):
     def __init__(self, cfg):
         super().__init__(cfg)
         m = cfg.model
-        if m.loss not in LOSSES:
-            raise ZooError(f"model.loss={m.loss!r} is not one of {', '.join(LOSSES)}")
-        if m.noise not in NOISES:
-            raise ZooError(f"model.noise={m.noise!r} is not one of {', '.join(NOISES)}")
+        check_choices(loss=(m.loss, LOSSES), noise=(m.noise, NOISES))
         if int(m.d_steps) < 1 or int(m.z_dim) < 1:
             raise ZooError(f"model.d_steps={m.d_steps} and model.z_dim={m.z_dim} must be at least 1")
         if not 0.0 <= float(m.label_smoothing) < 1.0:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import randn
+from zoo.contract import check_choices, randn
 from zoo_plugins.ae import ConvDecoder, ConvEncoder, check_conv_size, mlp
 
 ARCHS = ("mlp", "conv")
@@ -71,10 +71,7 @@ class VAE(ZooModel):
         super().__init__(cfg)
         m = cfg.model
         c, h, w = self.image_shape
-        if m.arch not in ARCHS:
-            raise ZooError(f"model.arch={m.arch!r} is not one of {', '.join(ARCHS)}")
-        if m.likelihood not in LIKELIHOODS:
-            raise ZooError(f"model.likelihood={m.likelihood!r} is not one of {', '.join(LIKELIHOODS)}")
+        check_choices(arch=(m.arch, ARCHS), likelihood=(m.likelihood, LIKELIHOODS))
         if float(m.sigma) <= 0 or float(m.beta) < 0:
             raise ZooError(f"model.sigma={m.sigma} must be > 0 and model.beta={m.beta} >= 0")
         self.latent = int(m.latent)

@@ -141,3 +141,11 @@ def to_unit(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
     """Map model-range images to [0, 1] (clamped, float32)."""
     lo, hi = data_range
     return ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def check_choices(section: str = "model", **values: tuple[Any, Sequence[str]]) -> None:
+    """One-line error for a config value outside its choices: ``check_choices(arch=(m.arch, ARCHS))``."""
+    from .errors import ZooError
+    for key, (value, allowed) in values.items():
+        if value not in allowed:
+            raise ZooError(f"{section}.{key}={value!r} is not one of {', '.join(allowed)}")
