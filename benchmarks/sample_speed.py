@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import zoo
-    from zoo.trainer import resolve_device
+    from zoo.device import resolve_device
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import zoo
-    from zoo.trainer import resolve_device
+    from zoo.device import resolve_device
     device = resolve_device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
     rows = []

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import check_choices, randn, to_unit
+from zoo import Key, ZooError, ZooModel, hookimpl
+from zoo.contract import check_choices, check_sample_options, randn, to_unit
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -44,7 +44,6 @@ OBJECTIVES = ("eps", "x0", "v")
 LOSSES = ("l2", "l1")
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("posterior", "beta")
-SAMPLE_OPTIONS = ("sampler", "steps", "eta", "batch_size", "progress")
 
 
 # --- 1. noise schedules ---------------------------------------------------------------------
@@ -233,6 +232,15 @@ class DDPM(ZooModel):
     family = "diffusion"
     description = "denoising diffusion (Ho et al. 2020): U-Net + DDPM/DDIM samplers, EMA"
     data_range = (-1.0, 1.0)
+    sample_options = {
+        "sampler": Key(None, "ddpm (ancestral) or ddim [default: model.sampler]", type=str, choices=SAMPLERS,
+                       nullable=True),
+        "steps": Key(None, "network evaluations; ddpm: all T unless given [default: model.sample_steps for ddim]",
+                     type=int, ge=1),
+        "eta": Key(None, "DDIM noise: 0 deterministic, 1 DDPM-like [default: model.eta]", type=float, ge=0),
+        "batch_size": Key(None, "images per sampling batch [default: model.sample_batch_size]", type=int, ge=1),
+        "progress": Key(False, "show a progress bar on a terminal"),
+    }
     config = {
         "model": {
             "unet": "attention",        # attention (Ho et al.) | convnext
@@ -292,10 +300,7 @@ class DDPM(ZooModel):
     # --- sampling ---------------------------------------------------------------------------
     def sampling_options(self, options: dict) -> dict:
         """Options given to ``sample`` filled in from ``cfg.model``; unknown or bad ones are a ZooError."""
-        unknown = sorted(set(options) - set(SAMPLE_OPTIONS))
-        if unknown:
-            raise ZooError(f"unknown sampling option(s) {', '.join(unknown)} for {self.cfg.model_name or 'ddpm'} "
-                           f"(known: {', '.join(SAMPLE_OPTIONS)})")
+        options = check_sample_options(self, options, source="sampling options")
         m = self.cfg.model
         sampler = options.get("sampler") or m.sampler
         if sampler not in SAMPLERS:
@@ -328,7 +333,7 @@ class DDPM(ZooModel):
 
     def _autocast(self):
         """bf16 (or as trainer.precision says) autocast on CUDA; nothing on the CPU."""
-        from zoo.trainer import autocast, resolve_precision
+        from zoo.device import autocast, resolve_precision
         device = self.device
         return autocast(device, resolve_precision(str(self.cfg.trainer.precision), device))
 

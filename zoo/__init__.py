@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from .config import Key
 from .contract import API_VERSION, ZooModel
 from .errors import ZooError
 from .hookspecs import hookimpl
@@ -21,7 +22,7 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+src"
 
-__all__ = ["API_VERSION", "ZooModel", "ZooError", "hookimpl", "__version__", "list_models", "create_model",
+__all__ = ["API_VERSION", "Key", "ZooModel", "ZooError", "hookimpl", "__version__", "list_models", "create_model",
            "model_config", "train", "load_run"]
 
 

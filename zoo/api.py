@@ -8,7 +8,9 @@ import torch
 
 from . import checkpoint
 from .config import Config, load_yaml, merge, parse_set
+from .device import resolve_device
 from .errors import ZooError
+from .images import sample_images, write_images  # noqa: F401 - part of the API
 
 
 def default_out_dir(model_name: str) -> Path:
@@ -52,8 +54,7 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
     >>> model = zoo.load_run("runs/ddpm")
     >>> images = model.sample(16, torch.Generator().manual_seed(0))   # (16, C, H, W) in [0, 1]
     """
-    from .data import complete_data_config
-    from .registry import registry
+    from .registry import complete_data_config, registry
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint_name
     if not path.is_file():
@@ -76,46 +77,4 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    from .trainer import resolve_device
     return resolve_device(name)
-
-
-def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False,
-                  **options) -> torch.Tensor:
-    """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images."""
-    from tqdm.auto import tqdm
-    from .trainer import autocast, resolve_precision
-    device = model.device
-    g = torch.Generator(device=device).manual_seed(int(seed))
-    amp = resolve_precision("auto", device)
-    out = []
-    with torch.no_grad(), tqdm(total=n, desc="sampling", unit="img", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            with autocast(device, amp):
-                x = model.sample(b, g, **options)
-            out.append(x.float().clamp(0, 1).cpu())
-            bar.update(b)
-    return torch.cat(out)
-
-
-def write_images(images: torch.Tensor, out: str | Path) -> Path:
-    """Save [0, 1] images: a grid for ``*.png``, a uint8 ``(N, H, W, C)`` array
-    (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
-    from torchvision.utils import save_image
-    from .data import to_uint8
-    from .trainer import save_grid
-    out = Path(out)
-    if out.suffix.lower() == ".png":
-        save_grid(images, out)
-    elif out.suffix.lower() == ".npz":
-        import numpy as np
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
-    elif out.suffix:
-        raise ZooError(f"--out '{out}': use a .png (grid), a .npz (uint8 array) or a folder (one PNG per image)")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            save_image(img, out / f"{i:06d}.png")
-    return out

@@ -8,6 +8,7 @@ The defaults are the schema: an unknown key or a value of the wrong type is a
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -61,6 +62,136 @@ BASE: dict = {
     },
     "model": {},
 }
+
+
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One declared setting: its default, one line of help, and which values are valid.
+
+    The same declaration serves validation (:meth:`check`), ``zoo show-config --explain`` and the
+    generated reference in ``docs/``. ``type`` is inferred from ``default`` unless given (give it when the
+    default is ``None``; a tuple allows several, e.g. ``(bool, str)``). ``None`` is accepted when the
+    default is ``None`` or ``nullable=True``. Ranges are pydantic-style: ``ge``/``gt``/``le``/``lt``;
+    ``choices`` lists the allowed values::
+
+        "lr": Key(2e-4, "AdamW learning rate", gt=0),
+        "batch_size": Key(128, "global batch size (split across processes)", ge=1),
+        "sampler": Key("ddim", "default sampler", choices=("ddpm", "ddim")),
+    """
+    default: Any
+    help: str = ""
+    type: Any = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+
+    def types(self) -> tuple:
+        if self.type is not None:
+            return self.type if isinstance(self.type, tuple) else (self.type,)
+        if self.default is None:
+            return ()
+        if isinstance(self.default, bool):
+            return (bool,)
+        if isinstance(self.default, float):
+            return (float,)
+        if isinstance(self.default, (list, tuple)):
+            return (list,)
+        return (type(self.default),)
+
+    def allows_none(self) -> bool:
+        return self.default is None or self.nullable
+
+    def describe(self) -> str:
+        """What a valid value looks like, e.g. ``int >= 1``, ``float in (0, 1)``, ``one of: a, b``."""
+        if self.choices is not None:
+            text = "one of: " + ", ".join(str(c) for c in self.choices)
+        else:
+            names = [t.__name__ for t in self.types()] or ["any"]
+            text = " or ".join(names)
+            bounds = self._bounds()
+            if bounds:
+                text += f" {bounds}"
+        return text + (" or null" if self.allows_none() else "")
+
+    def _bounds(self) -> str:
+        lo = (f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None)
+        hi = (f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None)
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return (">= " if lo[0] == "[" else "> ") + lo[1:]
+        if hi:
+            return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+        return ""
+
+    def check(self, path: str, value: Any, source: str = "config") -> Any:
+        """``value`` converted to the declared type (``'1e-3'`` -> 0.001 for a float key), or a one-line
+        :class:`ZooError` naming ``path``, the bad value, what is valid and where it came from."""
+        if value is None:
+            if self.allows_none():
+                return None
+            raise ZooError(self._error(path, value, source))
+        converted = _coerce(value, self.types())
+        if converted is _BAD:
+            raise ZooError(self._error(path, value, source))
+        value = converted
+        if self.choices is not None and value not in self.choices:
+            raise ZooError(f"{path}={value!r} (in {source}) is not one of {', '.join(map(str, self.choices))}")
+        if isinstance(value, _NUMBER) and not isinstance(value, bool):
+            ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                  and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+            if not ok:
+                raise ZooError(f"{path}={value!r} (in {source}) must be {self._bounds()}"
+                               + (f" ({self.help})" if self.help else ""))
+        return value
+
+    def _error(self, path, value, source) -> str:
+        example = "" if self.default is None else f", like {self.default!r}"
+        return f"{path} in {source} expects {self.describe()}{example}, got {value!r}"
+
+
+_BAD = object()
+
+
+def _coerce(value: Any, types: tuple) -> Any:
+    """``value`` as one of ``types`` (no types: anything goes), or ``_BAD``."""
+    if not types:
+        return value
+    for t in types:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+        elif t is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                number = _number(value)
+                if isinstance(number, float) and number.is_integer():
+                    return int(number)
+                if isinstance(number, str) and number.lstrip("+-").isdigit():
+                    return int(number)
+        elif t is float:
+            if isinstance(value, _NUMBER) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str) and isinstance(_number(value), float):
+                return _number(value)
+        elif t is list:
+            if isinstance(value, (list, tuple)):
+                return list(value)
+        elif t is str:
+            if isinstance(value, str):
+                return value
+        elif isinstance(value, t):
+            return value
+    return _BAD
 
 
 class Config(dict):
@@ -179,11 +310,27 @@ def parse_set(items: Iterable[str]) -> dict:
 
 
 def _number(text: str):
-    """YAML 1.1 reads '1e-3' as a string; accept it as a float."""
+    """YAML 1.1 reads '1e-3' as a string; accept it as a float (anything else stays a string)."""
     try:
         return float(text) if any(c in text.lower() for c in ".e") and text.lower() not in ("e",) else text
     except ValueError:
         return text
+
+
+def parse_options(items: Iterable[str], what: str = "--option") -> dict:
+    """``["steps=20", "sampler=ddim"]`` -> ``{"steps": 20, "sampler": "ddim"}`` (flat; YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ZooError(f"{what} '{item}' is not KEY=VALUE (e.g. {what} steps=20)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key] = _number(value) if isinstance(value, str) else value
+    return out
 
 
 def load_yaml(path: str | Path) -> dict:

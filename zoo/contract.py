@@ -35,14 +35,26 @@ Class attributes describe the model to the registry:
                  rejected with a suggestion, so defaults double as the schema).
 ``presets``      named overrides, e.g. ``{"tiny": {...}}`` -- every built-in
                  ships ``tiny``: a few hundred CPU steps in under a minute.
+                 Presets named ``cpu`` and ``gpu`` are special: with no
+                 ``--preset``, zoo picks the one that fits the device.
+``preset_help``  one line per preset for ``zoo list``, e.g.
+                 ``{"tiny": "smoke test: seconds on a CPU, not for results"}``.
 ``data_range``   the range the model wants its input in: ``(-1, 1)`` or ``(0, 1)``.
+``sample_options`` the options ``sample(n, generator, **options)`` accepts, each a
+                 :class:`zoo.Key` (default, one line of help, valid values), e.g.
+                 ``{"steps": Key(None, "sampling steps (default: model.sample_steps)",
+                 type=int, ge=1)}``. ``zoo sample/eval/compare --option KEY=VALUE``
+                 pass them, checked against these declarations before any work;
+                 ``zoo list MODEL`` shows them. A model with none declares ``{}``.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from .config import Key
 
 API_VERSION = 1
 """Bumped when the contract changes incompatibly. A plugin module may set
@@ -54,7 +66,9 @@ class ZooModel(nn.Module):
     description: ClassVar[str] = ""
     config: ClassVar[dict] = {}
     presets: ClassVar[dict[str, dict]] = {}
+    preset_help: ClassVar[dict[str, str]] = {}
     data_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+    sample_options: ClassVar[dict[str, Key]] = {}
 
     def __init__(self, cfg: Any):
         super().__init__()
@@ -141,6 +155,24 @@ def to_unit(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
     """Map model-range images to [0, 1] (clamped, float32)."""
     lo, hi = data_range
     return ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str = "--option") -> dict:
+    """``options`` checked against the model's declared ``sample_options`` and converted to their types:
+    an unknown name or a bad value is a one-line :class:`zoo.ZooError`. Returns a new dict."""
+    from .errors import ZooError, did_you_mean
+    declared = getattr(model_or_cls, "sample_options", {}) or {}
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    name = getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
+        or cls.__name__.lower()
+    out = {}
+    for key, value in options.items():
+        if key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise ZooError(f"model '{name}' has no sampling option '{key}'{did_you_mean(key, declared)} "
+                           f"(its options: {known}; `zoo list {name}` describes them)")
+        out[key] = declared[key].check(key, value, source)
+    return out
 
 
 def check_choices(section: str = "model", **values: tuple[Any, Sequence[str]]) -> None:

@@ -107,13 +107,6 @@ def load_idx_split(root: Path, split: str, files: dict, subdir: str, download_fn
 
 
 # --- splits and the pipeline --------------------------------------------------------------
-def complete_data_config(cfg) -> None:
-    """Fill ``data.channels`` from the dataset when it is not set."""
-    from .registry import registry
-    if cfg.data.get("channels") is None:
-        cfg.data["channels"] = registry().dataset(cfg.data.name).channels
-
-
 def holdout_split(n: int, holdout: int | float) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, holdout) of a fixed, seeded split of ``n`` images."""
     k = int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout or 0)

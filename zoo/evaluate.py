@@ -459,7 +459,7 @@ def evaluate(images_or_model, reference=None, *, extractor: str | None = None, m
     x = images_or_model
     extra: dict = {}
     if isinstance(x, torch.nn.Module) and hasattr(x, "sample"):
-        from .api import sample_images
+        from .images import sample_images
         cfg = x.cfg
         ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
         n = 10_000 if n is None else int(n)

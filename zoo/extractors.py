@@ -258,9 +258,9 @@ def training_data(data: str = "auto", root: str | None = None, echo=print) -> di
         except ZooError:
             if data == "train":
                 raise
-            echo(f"MNIST's training split was not found under the data root: training on the seeded "
-                 f"9,000-image slice of the test split (data.split=test, data.holdout=1000), validating on the "
-                 f"1,000 held-out images")
+            echo("MNIST's training split was not found under the data root: training on the seeded "
+                 "9,000-image slice of the test split (data.split=test, data.holdout=1000), validating on the "
+                 "1,000 held-out images")
     cfg = Config({**base, "split": "test", "holdout": 1000})
     x, y = load_images(cfg, "train", with_labels=True)
     vx, vy = load_images(cfg, "holdout", with_labels=True)

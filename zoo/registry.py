@@ -285,9 +285,14 @@ def model_config(name: str, preset: str | None = None, file=None, sets=(), overr
 def create_model(name: str, cfg=None, **sets):
     """Build model ``name`` (timm-style): ``create_model("vae", **{"model.latent": 8})``.
     ``cfg`` is a resolved config; keyword arguments are ``--set`` style overrides."""
-    from .data import complete_data_config
     if cfg is None:
         cfg = model_config(name, sets=[f"{k}={v}" for k, v in sets.items()])
     complete_data_config(cfg)
     entry = registry().model(cfg.get("model_name", name))
     return entry.cls(cfg)
+
+
+def complete_data_config(cfg) -> None:
+    """Fill ``data.channels`` from the dataset when it is not set."""
+    if cfg.data.get("channels") is None:
+        cfg.data["channels"] = registry().dataset(cfg.data.name).channels

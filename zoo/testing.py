@@ -52,8 +52,8 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       ``state_dict()`` -- and a deep copy, as the trainer's EMA makes -- draws the same
       samples: nothing sampling depends on lives outside the state dict.
     """
-    from .data import complete_data_config, load_images, to_model_input
-    from .registry import create_model, model_config, registry
+    from .data import load_images, to_model_input
+    from .registry import complete_data_config, create_model, model_config, registry
 
     def fail(what: str) -> AssertionError:
         return AssertionError(f"model '{name}': {what}")

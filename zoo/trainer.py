@@ -18,7 +18,6 @@ so a run killed and resumed ends bitwise equal to an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -36,12 +35,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torchvision.utils import make_grid, save_image
 
 from . import checkpoint
 from .config import Config
-from .data import complete_data_config, load_images, to_model_input
+from .data import load_images, to_model_input
+from .device import autocast, resolve_device, resolve_precision
 from .errors import ZooError
+from .images import save_grid
 
 RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "eval.json", "samples", "checkpoints")
 
@@ -59,41 +59,6 @@ class RunResult:
 
 
 # --- small helpers --------------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    name = str(name)
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ZooError(f"trainer.device={name} but CUDA is not available here (use trainer.device=cpu or auto)")
-        if name == "cuda":
-            return torch.device(f"cuda:{local_rank}")
-        index = int(name.split(":")[1])
-        if index >= torch.cuda.device_count():
-            raise ZooError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ZooError(f"trainer.device={name!r} is not one of auto, cpu, cuda, cuda:N")
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if name not in ("auto", "fp32", "bf16", "fp16"):
-        raise ZooError(f"trainer.precision={name!r} is not one of auto, fp32, bf16, fp16")
-    if device.type != "cuda" or name == "fp32":
-        return None
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if name == "bf16" else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 class Batches:
     """Seeded, resumable batch indices over ``n`` images.
 
@@ -241,12 +206,6 @@ def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def save_grid(images: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = max(1, int(math.ceil(math.sqrt(len(images)))))
-    save_image(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0), path)
-
-
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint we resume from."""
     if not path.is_file():
@@ -288,7 +247,7 @@ class StopFlag:
 def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool = False,
         quiet: bool | None = None) -> RunResult:
     """Train ``cfg.model_name`` with config ``cfg`` into ``out_dir``."""
-    from .registry import registry
+    from .registry import complete_data_config, registry
 
     t = cfg.trainer
     ddp = setup_distributed(t.device)

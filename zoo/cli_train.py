@@ -1,0 +1,58 @@
+"""`zoo train`: train a model into a run directory, or resume one (zoo/trainer.py does the work)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .cli_common import SET_HELP
+
+
+# --- training -------------------------------------------------------------------------------
+@click.command("train")
+@click.argument("model", required=False)
+@click.option("--preset", "-p", help="A named preset of the model (every built-in has 'tiny').")
+@click.option("--config", "-c", "config_file", type=click.Path(), help="A YAML file of overrides.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Run directory [default: runs/MODEL-TIMESTAMP].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint and own config.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@click.option("--device", help="Shortcut for --set trainer.device=... (auto, cpu, cuda, cuda:N).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar (automatic when stderr is not a terminal).")
+@click.option("--gpus", type=int, default=1, show_default=True, help="Train on N GPUs (launches torchrun, DDP).")
+def train_cmd(model, preset, config_file, sets, out, resume, force, device, quiet, gpus):
+    """Train MODEL and write a run directory.
+
+    \b
+    The run directory gets config.yaml, meta.json, metrics.jsonl, samples/ grids,
+    checkpoints/last.pt and samples.png. Ctrl-C saves a checkpoint; resume with
+      zoo train --resume --out DIR [--set trainer.max_steps=N]
+    """
+    from . import api
+    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        _launch_torchrun(gpus)
+    sets = list(sets) + ([f"trainer.device={device}"] if device else [])
+    result = api.train(model, preset=preset, config_file=config_file, sets=sets, out=out, resume=resume,
+                       force=force, quiet=True if quiet else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"{result.status}: {result.step} steps in {result.seconds:.1f}s -> {result.out_dir}")
+    if result.status == "interrupted":
+        sys.exit(130)
+
+
+def _launch_torchrun(gpus: int) -> None:
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--gpus":
+            skip = True
+            continue
+        if a.startswith("--gpus="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}", "-m", "zoo",
+           *args]
+    os.execv(sys.executable, cmd)
