@@ -35,8 +35,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import check_choices, randn, to_unit
+from zoo import Key, ZooError, ZooModel, hookimpl
+from zoo.contract import randn, to_unit
 
 ARCHS = ("mlp", "conv")
 DENSITIES = ("gaussian", "gmm")
@@ -169,12 +169,15 @@ class Autoencoder(ZooModel):
     data_range = (-1.0, 1.0)
     config = {
         "model": {
-            "arch": "mlp",                # mlp|conv
-            "hidden": [128, 64, 12],      # MLP widths between image and code
-            "latent": 3,                  # code size
-            "width": 32,                  # conv: channels of the first conv (the second has twice that)
-            "latent_density": "gaussian",  # gaussian|gmm: fitted to the training codes after training
-            "components": 10,             # gmm components
+            "arch": Key("mlp", "mlp: 784-128-64-12-code Tanh layers (the classic); conv: two stride-2 convs",
+                        choices=ARCHS),
+            "hidden": Key([128, 64, 12], "mlp: widths between the image and the code (mirrored by the decoder)",
+                          item=int, ge=1),
+            "latent": Key(3, "code size", ge=1),
+            "width": Key(32, "conv: channels of the first conv (the second has twice that)", ge=1),
+            "latent_density": Key("gaussian", "density fitted to the training codes after training, sampled "
+                                              "from: gaussian (full covariance) or gmm", choices=DENSITIES),
+            "components": Key(10, "gmm: mixture components", ge=1),
         },
         "trainer": {"batch_size": 128, "lr": 1e-3, "max_steps": 10000, "log_every": 100,
                     "sample_every": 1000, "checkpoint_every": 2000},
@@ -185,14 +188,12 @@ class Autoencoder(ZooModel):
                  "trainer": {"batch_size": 64, "lr": 2e-3, "max_steps": 200, "log_every": 10,
                              "sample_every": 100, "checkpoint_every": 0, "n_samples": 16}},
     }
+    preset_help = {"tiny": "smoke test: seconds on a CPU, not for results"}
 
     def __init__(self, cfg):
         super().__init__(cfg)
         m = cfg.model
         c, h, w = self.image_shape
-        check_choices(arch=(m.arch, ARCHS), latent_density=(m.latent_density, DENSITIES))
-        if int(m.latent) < 1 or int(m.components) < 1:
-            raise ZooError(f"model.latent={m.latent} and model.components={m.components} must be at least 1")
         latent = int(m.latent)
         if m.arch == "mlp":
             sizes = [c * h * w, *[int(s) for s in m.hidden], latent]

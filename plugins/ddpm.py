@@ -243,39 +243,61 @@ class DDPM(ZooModel):
     }
     config = {
         "model": {
-            "unet": "attention",        # attention (Ho et al.) | convnext
-            "dim": 64,                  # channels of the first level; the time MLP is 4 * dim wide
-            "dim_mults": [1, 2, 2],     # channels per level = dim * mult; down-sampling = 2^(levels-1)
-            "num_res_blocks": 2,        # attention U-Net: residual blocks per level (one more going up)
-            "attn_resolutions": [16],   # attention U-Net: self-attention at these resolutions
-            "attn_heads": 4,            # attention U-Net
-            "dropout": 0.1,             # attention U-Net
-            "groups": 32,               # attention U-Net: GroupNorm groups
-            "convnext_mult": 2,         # convnext U-Net: expansion of the block's hidden width
-            "timesteps": 1000,          # T
-            "schedule": "linear",       # linear | cosine | sigmoid
-            "objective": "eps",         # what the network predicts: eps | x0 | v
-            "loss": "l2",               # l2 | l1
-            "variance": "posterior",    # ancestral sampler: posterior (beta-tilde) | beta
-            "clip_x0": True,            # clip the predicted x0 to [-1, 1] while sampling
-            "sampler": "ddim",          # default sampler: ddpm | ddim
-            "sample_steps": 100,        # default steps of the ddim sampler (ddpm: all T unless given)
-            "eta": 0.0,                 # default DDIM eta
-            "sample_batch_size": 1024,  # images per sampling batch
-            "compile_sampler": False,   # torch.compile the network for sampling
+            "unet": Key("attention", "the network: attention (Ho et al.'s U-Net) or convnext (no attention)",
+                        choices=tuple(UNETS)),
+            "dim": Key(64, "channels of the first level; the time MLP is 4 * dim wide", ge=1),
+            "dim_mults": Key([1, 2, 2], "channels per level = dim * mult; the image is halved between levels",
+                             item=int, ge=1),
+            "num_res_blocks": Key(2, "attention U-Net: residual blocks per level (one more going up)", ge=1),
+            "attn_resolutions": Key([16], "attention U-Net: self-attention at levels of these sides (pixels)",
+                                    item=int, ge=1),
+            "attn_heads": Key(4, "attention U-Net: attention heads", ge=1),
+            "dropout": Key(0.1, "attention U-Net: dropout in the residual blocks", ge=0, lt=1),
+            "groups": Key(32, "attention U-Net: GroupNorm groups (must divide every level's channels)", ge=1),
+            "convnext_mult": Key(2, "convnext U-Net: expansion of the block's hidden width", ge=1),
+            "timesteps": Key(1000, "diffusion steps T", ge=2),
+            "schedule": Key("linear", "noise schedule of the betas", choices=SCHEDULES),
+            "objective": Key("eps", "what the network predicts: eps (the noise), x0 or v", choices=OBJECTIVES),
+            "loss": Key("l2", "training loss on the prediction", choices=LOSSES),
+            "variance": Key("posterior", "ancestral sampler's variance: posterior (beta-tilde) or beta",
+                            choices=VARIANCES),
+            "clip_x0": Key(True, "clip the predicted x0 to [-1, 1] while sampling"),
+            "sampler": Key("ddim", "default sampler (sample grids, zoo sample/eval/compare)", choices=SAMPLERS),
+            "sample_steps": Key(100, "default sampler steps (ddpm: all T unless given)", ge=1),
+            "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
+            "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
+            "compile_sampler": Key(False, "torch.compile the network for sampling"),
         },
         "data": {"image_size": 32},
         "trainer": {"batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "grad_clip": 1.0, "max_steps": 30000,
                     "log_every": 100, "sample_every": 2500, "checkpoint_every": 2500},
         "ema": {"enabled": True, "decay": 0.9999, "warmup": True},
     }
+    # The defaults above are the GPU configuration (`gpu`). `cpu` is sized so that 10-30 minutes on 2 CPU
+    # cores give recognisable digits: native 28x28, a narrow U-Net, a short warm-up, an EMA whose horizon fits
+    # the run, a 20-minute budget and a cheap sampler. A first guess, to be tuned by measurement: keep the
+    # whole CPU recipe here.
     presets = {
+        "gpu": {},
+        "cpu": {
+            "model": {"dim": 32, "dim_mults": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [14],
+                      "attn_heads": 4, "groups": 8, "dropout": 0.0, "sample_steps": 20, "sample_batch_size": 256},
+            "data": {"image_size": 28},
+            "trainer": {"batch_size": 128, "lr": 1e-3, "warmup_steps": 200, "max_steps": None, "max_minutes": 20,
+                        "log_every": 50, "sample_every": 500, "checkpoint_every": 500},
+            "ema": {"decay": 0.995},
+        },
         "tiny": {  # a few hundred CPU steps in well under a minute
             "model": {"dim": 8, "dim_mults": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [8],
                       "attn_heads": 1, "groups": 4, "dropout": 0.0, "sample_steps": 10, "sample_batch_size": 64},
             "trainer": {"batch_size": 16, "lr": 1e-3, "warmup_steps": 20, "max_steps": 200, "log_every": 20,
                         "sample_every": 100, "checkpoint_every": 100, "n_samples": 16},
         },
+    }
+    preset_help = {
+        "gpu": "the full U-Net (dim 64, 32x32, 30k steps): chosen when training on CUDA",
+        "cpu": "a narrow U-Net at native 28x28 for 20 minutes: chosen when training on a CPU",
+        "tiny": "smoke test: seconds on a CPU, not for results",
     }
 
     def __init__(self, cfg):

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ZooError, ZooModel, hookimpl
+from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.config import merge
-from zoo.contract import check_choices, rand, randn, to_unit
+from zoo.contract import rand, randn, to_unit
 
 LOSSES = ("bce", "ls")
 NOISES = ("uniform", "normal")
@@ -74,11 +74,12 @@ class GANBase(ZooModel):
     data_range = (-1.0, 1.0)
     config = {
         "model": {
-            "loss": "bce",            # bce|ls
-            "z_dim": 96,              # noise size
-            "noise": "uniform",       # uniform (on [-1, 1])|normal
-            "d_steps": 1,             # discriminator steps per generator step
-            "label_smoothing": 0.0,   # one-sided: real targets are 1 - label_smoothing
+            "loss": Key("bce", "bce: the non-saturating GAN loss; ls: least squares (LSGAN)", choices=LOSSES),
+            "z_dim": Key(96, "noise size", ge=1),
+            "noise": Key("uniform", "noise distribution: uniform on [-1, 1] or normal", choices=NOISES),
+            "d_steps": Key(1, "discriminator steps per generator step", ge=1),
+            "label_smoothing": Key(0.0, "one-sided: real targets are 1 - label_smoothing (0.1 is usual)",
+                                   ge=0, lt=1),
         },
         "trainer": {"batch_size": 128, "lr": 3e-4, "betas": [0.5, 0.999], "max_steps": 20000,
                     "log_every": 100, "sample_every": 1000, "checkpoint_every": 2000},
@@ -88,11 +89,6 @@ class GANBase(ZooModel):
     def __init__(self, cfg):
         super().__init__(cfg)
         m = cfg.model
-        check_choices(loss=(m.loss, LOSSES), noise=(m.noise, NOISES))
-        if int(m.d_steps) < 1 or int(m.z_dim) < 1:
-            raise ZooError(f"model.d_steps={m.d_steps} and model.z_dim={m.z_dim} must be at least 1")
-        if not 0.0 <= float(m.label_smoothing) < 1.0:
-            raise ZooError(f"model.label_smoothing={m.label_smoothing} must be in [0, 1) (0.1 is usual)")
         self.z_dim = int(m.z_dim)
         self.generator, self.discriminator = self.build()
 
@@ -140,7 +136,8 @@ class GANBase(ZooModel):
 
 
 def with_defaults(base: dict, extra: dict) -> dict:
-    """``base`` config updated by ``extra`` (new keys allowed): a subclass's ``config``."""
+    """``base`` config updated by ``extra`` (new keys allowed): a subclass's ``config``. A plain value in
+    ``extra`` for a key ``base`` declares becomes its new default (help and valid values kept)."""
     return merge(base, extra, strict=False)
 
 
@@ -151,8 +148,8 @@ class GAN(GANBase):
     description = "GAN (Goodfellow et al. 2014): MLP generator and discriminator, BCE losses"
     config = with_defaults(GANBase.config, {
         "model": {
-            "g_hidden": [1024, 1024],   # generator widths between noise and image
-            "d_hidden": [256, 256],     # discriminator widths between image and score
+            "g_hidden": Key([1024, 1024], "generator: widths between the noise and the image", item=int, ge=1),
+            "d_hidden": Key([256, 256], "discriminator: widths between the image and the score", item=int, ge=1),
         },
     })
     presets = {
@@ -160,6 +157,7 @@ class GAN(GANBase):
                  "trainer": {"batch_size": 64, "lr": 1e-3, "max_steps": 200, "log_every": 10,
                              "sample_every": 100, "checkpoint_every": 0, "n_samples": 16}},
     }
+    preset_help = {"tiny": "smoke test: seconds on a CPU, not for results"}
 
     def build(self):
         c, h, w = self.image_shape

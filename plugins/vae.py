@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import ZooError, ZooModel, hookimpl
-from zoo.contract import check_choices, randn
+from zoo import Key, ZooError, ZooModel, hookimpl
+from zoo.contract import randn
 from zoo_plugins.ae import ConvDecoder, ConvEncoder, check_conv_size, mlp
 
 ARCHS = ("mlp", "conv")
@@ -49,13 +49,16 @@ class VAE(ZooModel):
     data_range = (0.0, 1.0)
     config = {
         "model": {
-            "arch": "mlp",               # mlp|conv
-            "hidden": [400],             # MLP widths between image and code
-            "latent": 20,                # code size
-            "width": 32,                 # conv: channels of the first conv (the second has twice that)
-            "likelihood": "bernoulli",   # bernoulli (BCE)|gaussian (MSE with a fixed sigma)
-            "sigma": 0.1,                # gaussian: the decoder's standard deviation, on [0, 1] images
-            "beta": 1.0,                 # weight of the KL term (1: the ELBO)
+            "arch": Key("mlp", "mlp: fully connected encoder and decoder; conv: two stride-2 convs each",
+                        choices=ARCHS),
+            "hidden": Key([400], "mlp: widths between the image and the code (mirrored by the decoder)",
+                          item=int, ge=1),
+            "latent": Key(20, "code size", ge=1),
+            "width": Key(32, "conv: channels of the first conv (the second has twice that)", ge=1),
+            "likelihood": Key("bernoulli", "decoder likelihood: bernoulli (BCE) or gaussian (MSE with a fixed "
+                                           "model.sigma)", choices=LIKELIHOODS),
+            "sigma": Key(0.1, "gaussian likelihood: the decoder's standard deviation on [0, 1] images", gt=0),
+            "beta": Key(1.0, "weight of the KL term (1: the ELBO; > 1: beta-VAE)", ge=0),
         },
         "trainer": {"batch_size": 128, "lr": 1e-3, "max_steps": 10000, "log_every": 100,
                     "sample_every": 1000, "checkpoint_every": 2000},
@@ -66,14 +69,12 @@ class VAE(ZooModel):
                  "trainer": {"batch_size": 64, "lr": 2e-3, "max_steps": 200, "log_every": 10,
                              "sample_every": 100, "checkpoint_every": 0, "n_samples": 16}},
     }
+    preset_help = {"tiny": "smoke test: seconds on a CPU, not for results"}
 
     def __init__(self, cfg):
         super().__init__(cfg)
         m = cfg.model
         c, h, w = self.image_shape
-        check_choices(arch=(m.arch, ARCHS), likelihood=(m.likelihood, LIKELIHOODS))
-        if float(m.sigma) <= 0 or float(m.beta) < 0:
-            raise ZooError(f"model.sigma={m.sigma} must be > 0 and model.beta={m.beta} >= 0")
         self.latent = int(m.latent)
         if m.arch == "mlp":
             sizes = [c * h * w, *[int(s) for s in m.hidden]]

@@ -11,6 +11,7 @@ FASHION_ROOT = Path(os.environ.get("ZOO_TEST_FASHION", "/usr/share/datasets/fash
 
 os.environ["ZOO_DATA"] = str(MNIST_ROOT)
 os.environ["ZOO_OFFLINE"] = "1"  # no network here: never try a download in tests
+os.environ["ZOO_CONFIG"] = ""  # no user file: the developer's own ~/.config/zoo/config.yaml must not leak in
 os.environ.setdefault("ZOO_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "zoo-test-cache"))
 torch.set_num_threads(1)  # 2 cores: pytest + helper processes (DDP, CLI subprocesses) share them
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import Config, load_yaml, merge, parse_set
+from .config import BASE, Config, load_yaml, merge, parse_set
 from .device import resolve_device
 from .errors import ZooError
 from .images import sample_images, write_images  # noqa: F401 - part of the API
@@ -23,7 +23,10 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     if not path.is_file():
         raise ZooError(f"'{out_dir}' is not a zoo run directory (no config.yaml)")
     cfg = load_yaml(path)
-    return Config(merge(cfg, parse_set(sets), source="--set"))
+    from .registry import model_schema, registry
+    name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
+    schema = model_schema(name) if name in registry().models else {**BASE, "model": cfg.get("model", {})}
+    return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
 
 
 def train(model: str | None = None, *, preset: str | None = None, config_file=None, sets=(), out=None,

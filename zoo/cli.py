@@ -135,14 +135,37 @@ def plugins_new(name, directory):
 
 
 @main.command("show-config")
-@click.argument("model")
-@click.option("--preset", "-p", help="A named preset of the model (e.g. tiny).")
+@click.argument("model", required=False)
+@click.option("--preset", "-p", help="A named preset of the model (e.g. tiny) [default: cpu/gpu by device, "
+              "when the model has them].")
 @click.option("--config", "-c", "config_file", type=click.Path(), help="A YAML file of overrides.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-def show_config(model, preset, config_file, sets):
-    """Print MODEL's fully resolved config as YAML (defaults < preset < -c file < --set)."""
-    from .registry import model_config
-    click.echo(model_config(model, preset=preset, file=config_file, sets=sets).to_yaml(), nl=False)
+@click.option("--explain", is_flag=True, help="Also print each key's help and valid values.")
+@click.option("--reference", is_flag=True, help="Print the Markdown reference of every built-in key instead "
+              "(docs/config.md).")
+def show_config(model, preset, config_file, sets, explain, reference):
+    """Print MODEL's resolved config as YAML, each value with the layer it came from.
+
+    \b
+    Layers, later wins: base defaults < model defaults < user file < preset
+    < -c file < --set. The user file is $ZOO_CONFIG, else ~/.config/zoo/config.yaml
+    (settings for this machine, e.g. data.split=test); its model.* settings go under
+    models: {NAME: {model: {...}}}. The config is checked exactly as `zoo train` checks it:
+      zoo show-config ddpm --explain
+      zoo show-config vae -p tiny --set model.latent=8
+    """
+    if reference:
+        from .config_docs import reference_markdown
+        click.echo(reference_markdown(), nl=False)
+        return
+    if model is None:
+        raise ZooError("name a model (`zoo list` shows them), or pass --reference")
+    from .config import annotated_yaml
+    from .registry import check_config, model_config, model_schema
+    sources: dict = {}
+    cfg = model_config(model, preset=preset, file=config_file, sets=sets, sources=sources)
+    check_config(cfg)
+    click.echo(annotated_yaml(cfg, sources, model_schema(model) if explain else None), nl=False)
 
 
 # Each family of commands lives in its own module (click only at import time: `zoo --help` stays fast).

@@ -72,7 +72,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, st
     file (cached by torch, downloaded, or --inception-weights PATH).
     """
     from . import api
-    from .config import BASE, Config, merge, parse_set
+    from .config import BASE, Config, base_config, merge, parse_set
     from .evaluate import evaluate, read_images, reference_for_config
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
@@ -95,7 +95,8 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, st
         else:
             if options:
                 raise ZooError("--sampler/--steps/--eta apply to sampling a run, not to --images")
-            data = merge(BASE["data"], overrides.get("data"), source="--set", prefix="data.")
+            data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
+                         schema=BASE["data"])  # the user file's data settings, then --set
             images = read_images(images_path)
             result = evaluate(images, reference, extractor=name, metrics=metrics, n=n, seed=seed,
                               batch_size=batch_size, device=None if device == "auto" else device,

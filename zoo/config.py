@@ -1,13 +1,26 @@
-"""Config: nested dicts with attribute access, layered and checked.
+"""Config: declared keys, nested dicts with attribute access, layered and checked.
 
-Resolution order (later wins): zoo's base defaults < the model's ``config``
-< a preset (``--preset``) < a YAML file (``-c``) < ``--set key.path=value``.
-The defaults are the schema: an unknown key or a value of the wrong type is a
-:class:`ZooError` naming the key and the closest known keys.
+Every setting is declared once as a :class:`Key` (default, one line of help, valid values): zoo's own in
+:data:`BASE`, a model's ``model.*`` keys in its ``config``. The declarations validate every layer and
+generate ``zoo show-config --explain`` and ``docs/config.md``.
+
+Layers, later wins (:func:`resolve`)::
+
+    base defaults < model defaults < user file < preset < -c file < overrides < --set
+
+The user file is ``$ZOO_CONFIG``, else ``${XDG_CONFIG_HOME:-~/.config}/zoo/config.yaml``: settings for
+this machine (``data.split``, ``data.holdout``, ``data.root``, ``trainer.device`` ...), written once. Its
+``model.*`` settings go under ``models: {NAME: {...}}`` because they differ per model. An unknown key or a
+value of the wrong type or out of range, in any layer, is a one-line :class:`ZooError` naming the key, the
+value, the layer it came from and what is valid.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -15,54 +28,6 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .errors import ZooError, did_you_mean
-
-BASE: dict = {
-    "model_name": None,     # filled in by the registry
-    "seed": 0,
-    "data": {
-        "name": "mnist",        # a registered dataset (zoo list shows them)
-        "root": None,           # None -> $ZOO_DATA -> ~/.cache/zoo/data
-        "split": "train",       # which split's files to read
-        "holdout": 0,           # images held out (seeded) for validation/eval
-        "image_size": 28,       # what the model is fed; 28 -> 32 pads by 2
-        "channels": None,       # None -> the dataset's
-        "resize": "pad",        # pad|interpolate when sizes differ
-        "download": True,       # try torchvision's download when files are missing
-        "limit": None,          # use only the first N images (after the holdout)
-    },
-    "trainer": {
-        "device": "auto",       # auto|cpu|cuda|cuda:N
-        "batch_size": 128,      # global batch (split across processes)
-        "lr": 2e-4,
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "grad_clip": None,      # max grad norm, None = off
-        "max_steps": 2000,
-        "max_epochs": None,
-        "max_minutes": None,
-        "precision": "auto",    # auto (bf16 on CUDA, fp16 if no bf16, fp32 on CPU)|fp32|bf16|fp16
-        "channels_last": "auto",
-        "compile": False,
-        "log_every": 50,
-        "sample_every": 500,
-        "checkpoint_every": 500,
-        "keep_checkpoints": 0,  # also keep this many step-XXXXXX.pt files
-        "n_samples": 64,        # images in each sample grid
-        "skip_nonfinite": False,
-        "eval_every": None,     # steps between quick FIDs (logged, best.pt kept)
-        "eval_n": 1000,
-    },
-    "ema": {
-        "enabled": False,
-        "decay": 0.999,
-        "warmup": True,         # decay = min(decay, (1 + n) / (10 + n))
-        "every": 1,
-        "start": 0,
-    },
-    "model": {},
-}
-
 
 _NUMBER = (int, float)
 
@@ -75,11 +40,14 @@ class Key:
     generated reference in ``docs/``. ``type`` is inferred from ``default`` unless given (give it when the
     default is ``None``; a tuple allows several, e.g. ``(bool, str)``). ``None`` is accepted when the
     default is ``None`` or ``nullable=True``. Ranges are pydantic-style: ``ge``/``gt``/``le``/``lt``;
-    ``choices`` lists the allowed values::
+    ``choices`` lists the allowed values; ``pattern`` is a regular expression a string must match. For a
+    list, ranges and choices apply to each item (of type ``item``, inferred from the default's first
+    item) and ``length`` fixes how many there are::
 
         "lr": Key(2e-4, "AdamW learning rate", gt=0),
         "batch_size": Key(128, "global batch size (split across processes)", ge=1),
         "sampler": Key("ddim", "default sampler", choices=("ddpm", "ddim")),
+        "betas": Key([0.9, 0.999], "AdamW betas", ge=0, lt=1, length=2),
     """
     default: Any
     help: str = ""
@@ -90,6 +58,9 @@ class Key:
     lt: float | None = None
     choices: tuple | None = None
     nullable: bool = False
+    item: Any = None
+    length: int | None = None
+    pattern: str | None = None
 
     def types(self) -> tuple:
         if self.type is not None:
@@ -104,16 +75,35 @@ class Key:
             return (list,)
         return (type(self.default),)
 
+    def item_types(self) -> tuple:
+        """The type of a list's items: ``item``, else the default's first item's."""
+        if self.item is not None:
+            return self.item if isinstance(self.item, tuple) else (self.item,)
+        if isinstance(self.default, (list, tuple)) and self.default:
+            first = self.default[0]
+            return (float,) if isinstance(first, float) else (type(first),)
+        return ()
+
     def allows_none(self) -> bool:
         return self.default is None or self.nullable
 
     def describe(self) -> str:
         """What a valid value looks like, e.g. ``int >= 1``, ``float in (0, 1)``, ``one of: a, b``."""
-        if self.choices is not None:
-            text = "one of: " + ", ".join(str(c) for c in self.choices)
+        if self.types() == (list,):
+            items = self.item_types()
+            text = "list" + (f" of {self.length}" if self.length is not None else "")
+            if items:
+                text += (" " if self.length is not None else " of ") + " or ".join(_type_name(t) for t in items)
+            if self.choices is not None:
+                text += ", each one of: " + ", ".join(_show(c) for c in self.choices)
+            elif self._bounds():
+                text += f", each {self._bounds()}"
+        elif self.choices is not None:
+            text = "one of: " + ", ".join(_show(c) for c in self.choices)
         else:
-            names = [t.__name__ for t in self.types()] or ["any"]
-            text = " or ".join(names)
+            text = " or ".join(_type_name(t) for t in self.types()) or "any"
+            if self.pattern is not None:
+                text += f" matching {self.pattern}"
             bounds = self._bounds()
             if bounds:
                 text += f" {bounds}"
@@ -130,33 +120,71 @@ class Key:
             return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
         return ""
 
-    def check(self, path: str, value: Any, source: str = "config") -> Any:
+    def check(self, path: str, value: Any, source: str = "config", like: Any = None) -> Any:
         """``value`` converted to the declared type (``'1e-3'`` -> 0.001 for a float key), or a one-line
-        :class:`ZooError` naming ``path``, the bad value, what is valid and where it came from."""
+        :class:`ZooError` naming ``path``, the bad value, what is valid and where it came from. ``like``:
+        the example a type error shows (default: the declared default)."""
         if value is None:
             if self.allows_none():
                 return None
-            raise ZooError(self._error(path, value, source))
+            raise ZooError(self._error(path, value, source, like))
         converted = _coerce(value, self.types())
         if converted is _BAD:
-            raise ZooError(self._error(path, value, source))
+            raise ZooError(self._error(path, value, source, like))
         value = converted
-        if self.choices is not None and value not in self.choices:
-            raise ZooError(f"{path}={value!r} (in {source}) is not one of {', '.join(map(str, self.choices))}")
-        if isinstance(value, _NUMBER) and not isinstance(value, bool):
-            ok = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                  and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
-            if not ok:
-                raise ZooError(f"{path}={value!r} (in {source}) must be {self._bounds()}"
-                               + (f" ({self.help})" if self.help else ""))
+        if isinstance(value, list):
+            if self.length is not None and len(value) != self.length:
+                raise ZooError(f"{path}={value!r} (in {source}) must have {self.length} items"
+                               + (f" -- {self.help}" if self.help else ""))
+            items = self.item_types()
+            if items:
+                coerced = [_coerce(v, items) for v in value]
+                if any(c is _BAD for c in coerced):
+                    raise ZooError(self._error(path, value, source, like))
+                value = coerced
+            for v in value:
+                self._check_one(path, value, v, source)
+            return value
+        self._check_one(path, value, value, source)
         return value
 
-    def _error(self, path, value, source) -> str:
-        example = "" if self.default is None else f", like {self.default!r}"
+    def _check_one(self, path: str, value: Any, v: Any, source: str) -> None:
+        """Choices, pattern and range of ``v`` (``value`` itself or one of its items)."""
+        if self.choices is not None and v not in self.choices:
+            raise ZooError(f"{path}={value!r} (in {source}) is not one of {', '.join(map(_show, self.choices))}")
+        if self.pattern is not None and isinstance(v, str) and not re.fullmatch(self.pattern, v):
+            raise ZooError(f"{path}={value!r} (in {source}) does not match {self.pattern}"
+                           + (f" -- {self.help}" if self.help else ""))
+        if isinstance(v, _NUMBER) and not isinstance(v, bool):
+            ok = ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                  and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+            if not ok or (isinstance(v, float) and math.isnan(v)):
+                what = f"must have each item {self._bounds()}" if v is not value else f"must be {self._bounds()}"
+                raise ZooError(f"{path}={value!r} (in {source}) {what}" + (f" -- {self.help}" if self.help else ""))
+
+    def _error(self, path, value, source, like=None) -> str:
+        example = like if like is not None else self.default
+        example = "" if example is None else f", like {example!r}"
         return f"{path} in {source} expects {self.describe()}{example}, got {value!r}"
 
 
+def _type_name(t) -> str:
+    return "any" if t is object else t.__name__
+
+
+def _show(value: Any) -> str:
+    """A value as a YAML user writes it: true/false/null, lists in brackets."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
 _BAD = object()
+_MISSING = object()
 
 
 def _coerce(value: Any, types: tuple) -> Any:
@@ -194,6 +222,107 @@ def _coerce(value: Any, types: tuple) -> Any:
     return _BAD
 
 
+# --- zoo's own keys ---------------------------------------------------------------------------
+BASE: dict = {
+    "model_name": Key(None, "the model this config is for (filled in by zoo)", type=str),
+    "preset": Key(None, "the preset applied (filled in by zoo: --preset NAME, else `cpu`/`gpu` by device)",
+                  type=str),
+    "preset_reason": Key(None, "why that preset (filled in by zoo): --preset, auto: training on cpu|cuda, or "
+                               "defaults", type=str),
+    "seed": Key(0, "seeds the weights, the batch order, the training noise and the sample grids", ge=0),
+    "data": {
+        "name": Key("mnist", "the dataset: a registered name (`zoo list` shows them)"),
+        "root": Key(None, "folder holding the dataset files; null: $ZOO_DATA, else ~/.cache/zoo/data", type=str),
+        "split": Key("train", "which split of the dataset to train on (`test` where only MNIST's test split "
+                              "is on disk)"),
+        "holdout": Key(0, "images of the split held out from training (seeded, the same for every run), for "
+                          "--reference holdout: a count, or a fraction below 1", type=(int, float), ge=0),
+        "image_size": Key(28, "side of the square images the model is fed (28 -> 32 pads 2 pixels each side)",
+                          ge=1),
+        "channels": Key(None, "image channels the model is fed; null: the dataset's", type=int, ge=1),
+        "resize": Key("pad", "how images reach data.image_size: pad (zero border, exact pixels) or interpolate",
+                      choices=("pad", "interpolate")),
+        "download": Key(True, "try torchvision's download when the files are missing (never with ZOO_OFFLINE=1)"),
+        "limit": Key(None, "train on the first N images only (after the holdout); null: all", type=int, ge=1),
+    },
+    "trainer": {
+        "device": Key("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
+                      pattern=r"auto|cpu|cuda(:\d+)?"),
+        "batch_size": Key(128, "global batch size (split evenly across processes)", ge=1),
+        "lr": Key(2e-4, "AdamW learning rate (after warm-up)", gt=0),
+        "betas": Key([0.9, 0.999], "AdamW betas (beta1, beta2)", ge=0, lt=1, length=2),
+        "weight_decay": Key(0.0, "AdamW decoupled weight decay", ge=0),
+        "warmup_steps": Key(0, "linear learning-rate warm-up from 0 over this many steps", ge=0),
+        "grad_clip": Key(None, "clip the global gradient norm to this; null: no clipping", type=float, gt=0),
+        "max_steps": Key(2000, "stop after this many steps; null: no step limit (the first limit reached "
+                               "stops the run)", type=int, ge=1, nullable=True),
+        "max_epochs": Key(None, "stop after this many passes over the training images; null: no limit",
+                          type=int, ge=1),
+        "max_minutes": Key(None, "stop after this many minutes of training; null: no time limit",
+                           type=float, gt=0),
+        "precision": Key("auto", "autocast: auto (bf16 on CUDA, fp16 without bf16, fp32 on CPU), fp32, bf16, "
+                                 "fp16", choices=("auto", "fp32", "bf16", "fp16")),
+        "channels_last": Key("auto", "channels-last memory format: auto (on CUDA only), true or false",
+                             type=(bool, str), choices=("auto", True, False)),
+        "compile": Key(False, "torch.compile the model's training_loss"),
+        "log_every": Key(50, "steps per row of metrics.jsonl; each logged value is the mean over those steps "
+                             "(the log window)", ge=1),
+        "sample_every": Key(500, "steps between fixed-noise sample grids in samples/; 0: none", ge=0),
+        "checkpoint_every": Key(500, "steps between saves of checkpoints/last.pt; 0: only at the end", ge=0),
+        "keep_checkpoints": Key(0, "also keep the newest N step-XXXXXX.pt checkpoints; 0: only last.pt", ge=0),
+        "n_samples": Key(64, "images in each sample grid and in samples.png", ge=1),
+        "skip_nonfinite": Key(False, "skip a step whose loss is NaN/inf instead of stopping the run"),
+        "eval_every": Key(None, "steps between quick FIDs (logged as fid, best.pt keeps the best); null: off",
+                          type=int, ge=1),
+        "eval_n": Key(1000, "samples per quick FID (trainer.eval_every)", ge=2),
+    },
+    "ema": {
+        "enabled": Key(False, "keep an exponential moving average of the weights; sampling uses it"),
+        "decay": Key(0.999, "EMA decay per update: the average spans about 1 / (1 - decay) updates", ge=0, lt=1),
+        "warmup": Key(True, "lower the decay early on: min(decay, (1 + n) / (10 + n)) after n updates"),
+        "every": Key(1, "update the EMA every N steps", ge=1),
+        "start": Key(0, "first step that updates the EMA", ge=0),
+    },
+    "model": {},
+}
+
+RECORDED = ("model_name", "preset", "preset_reason")
+"""Top-level keys zoo fills in while resolving; no layer sets them (a ``-c`` file may hold them: a run's
+own config.yaml can be passed back with ``-c``)."""
+
+
+# --- declarations as trees --------------------------------------------------------------------
+def key_of(value: Any) -> Key:
+    """The :class:`Key` of a declaration: a Key as it is; a plain value is a default with no help and its
+    type inferred (a plain string default also accepts numbers and booleans, as before declarations)."""
+    if isinstance(value, Key):
+        return value
+    if isinstance(value, str):
+        return Key(value, type=(str, int, float, bool))
+    return Key(value)
+
+
+def defaults(tree: Mapping) -> dict:
+    """``tree`` with every :class:`Key` replaced by its default (plain values stay): plain config data."""
+    return {k: defaults(v) if isinstance(v, Mapping) else
+            copy.deepcopy(v.default if isinstance(v, Key) else v) for k, v in tree.items()}
+
+
+def leaves(tree: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """``(dotted path, leaf)`` of every leaf of a nested dict, in order."""
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _with_default(key: Key, value: Any) -> Key:
+    """``key`` with another default (a variant's, a subclass's), its type and nullability kept."""
+    return dataclasses.replace(key, default=value, type=key.types() or object, nullable=key.allows_none(),
+                               item=key.item_types() or None)
+
+
 class Config(dict):
     """A dict whose keys are also attributes (``cfg.trainer.lr``)."""
 
@@ -228,61 +357,64 @@ class Config(dict):
 
 
 def merge(base: dict, override: Mapping | None, *, source: str = "config", strict: bool = True,
-          prefix: str = "") -> dict:
-    """Return ``base`` updated by ``override``. In strict mode every key of
-    ``override`` must exist in ``base`` and values must fit the default's type."""
+          prefix: str = "", schema: Mapping | None = None, sources: dict | None = None) -> dict:
+    """Return ``base`` updated by ``override``.
+
+    In strict mode every key of ``override`` must exist in ``base``. Each value is checked (type, range,
+    choices) by its :class:`Key`: the one in ``schema`` at the same path, else ``base``'s own leaf (a Key,
+    or a plain value whose type is inferred). Where ``base``'s leaf is a Key -- merging declarations, as a
+    variant or a subclass does -- a plain value becomes that Key's new default and a Key replaces it.
+    ``sources`` (path -> layer), when given, records ``source`` for every leaf set.
+    """
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
         path = f"{prefix}{key}"
         if key not in out:
             if strict:
-                raise ZooError(f"unknown config key '{path}' in {source}{did_you_mean(path, _all_paths(base, prefix))}")
+                raise ZooError(f"unknown config key '{path}' in {source}"
+                               f"{did_you_mean(path, [p for p, _ in _paths(base, prefix)])}")
             out[key] = copy.deepcopy(value)
+            if sources is not None:
+                for p, _ in leaves({key: value}, prefix):
+                    sources[p] = source
             continue
-        if isinstance(out[key], dict):
+        declared = schema.get(key, _MISSING) if isinstance(schema, Mapping) else _MISSING
+        if isinstance(out[key], Mapping):
+            if value is None:  # a YAML section with every line commented out
+                continue
             if not isinstance(value, Mapping):
-                raise ZooError(f"config key '{path}' in {source} must be a mapping, got {value!r}")
-            out[key] = merge(out[key], value, source=source, strict=strict, prefix=f"{path}.")
+                raise ZooError(f"config key '{path}' in {source} is a section (like {path}.KEY: VALUE), "
+                               f"got {value!r}")
+            out[key] = merge(out[key], value, source=source, strict=strict, prefix=f"{path}.",
+                             schema=declared if isinstance(declared, Mapping) else None, sources=sources)
+            continue
+        if isinstance(out[key], Key):  # merging declarations
+            out[key] = value if isinstance(value, Key) else _with_default(out[key], out[key].check(path, value, source))
         else:
-            out[key] = check_type(path, out[key], value, source)
+            k = key_of(out[key] if declared is _MISSING or isinstance(declared, Mapping) else declared)
+            out[key] = k.check(path, value, source, like=out[key])
+        if sources is not None:
+            sources[path] = source
     return out
 
 
-def _all_paths(tree: Mapping, prefix: str = "") -> list[str]:
+def _paths(tree: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
     paths = []
     for k, v in tree.items():
-        paths.append(f"{prefix}{k}")
+        paths.append((f"{prefix}{k}", v))
         if isinstance(v, Mapping):
-            paths += _all_paths(v, f"{prefix}{k}.")
+            paths += _paths(v, f"{prefix}{k}.")
     return paths
 
 
-def check_type(path: str, default: Any, value: Any, source: str) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float, bool)):  # e.g. "auto" default, user gives a number
-            return value
-    elif isinstance(default, list):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-    else:
-        return value
-    kind = type(default).__name__
-    raise ZooError(f"config key '{path}' in {source} expects {kind} (like {default!r}), got {value!r}")
+def check_declarations(tree: Mapping, source: str, prefix: str = "") -> None:
+    """Every declared default must itself be valid (a plugin author's ``Key(0, ge=1)`` is caught)."""
+    for path, leaf in leaves(tree, prefix):
+        if isinstance(leaf, Key):
+            leaf.check(path, leaf.default, source)
 
 
+# --- parsing ----------------------------------------------------------------------------------
 def parse_set(items: Iterable[str]) -> dict:
     """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars."""
     out: dict = {}
@@ -333,10 +465,10 @@ def parse_options(items: Iterable[str], what: str = "--option") -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, what: str = "config file", fix: str = "pass an existing YAML file with -c") -> dict:
     p = Path(path)
     if not p.is_file():
-        raise ZooError(f"config file '{path}' not found (pass an existing YAML file with -c)")
+        raise ZooError(f"{what} '{path}' not found ({fix})")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -347,19 +479,128 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ZooError(f"config file '{path}' must hold a mapping of keys, got {type(data).__name__}")
+        raise ZooError(f"{what} '{path}' must hold a mapping of keys, got {type(data).__name__}")
     return data
 
 
+# --- the user file ----------------------------------------------------------------------------
+def user_config_path() -> Path | None:
+    """``$ZOO_CONFIG`` (set but empty: no user file), else ``${XDG_CONFIG_HOME:-~/.config}/zoo/config.yaml``
+    when it exists."""
+    explicit = os.environ.get("ZOO_CONFIG")
+    if explicit is not None:
+        return Path(explicit).expanduser() if explicit.strip() else None
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    path = Path(base) / "zoo" / "config.yaml"
+    return path if path.is_file() else None
+
+
+def user_layers(model_name: str | None = None) -> list[tuple[dict, str]]:
+    """The user file as layers ``[(settings, source), ...]``: its general part, then ``models: NAME:``.
+
+    The general part holds ``data``, ``trainer``, ``ema`` (and ``seed``) settings for every model; a
+    top-level ``model:`` is an error, since ``model.*`` keys differ per model: they go under
+    ``models: {NAME: {model: {...}, trainer: {...}}}``, applied to that model only (names of models not
+    installed are ignored)."""
+    path = user_config_path()
+    if path is None:
+        return []
+    source = f"user file {path}"
+    fix = "unset ZOO_CONFIG, or point it at a YAML file" if os.environ.get("ZOO_CONFIG") else "create it"
+    data = load_yaml(path, what="user file (ZOO_CONFIG)" if os.environ.get("ZOO_CONFIG") else "user file",
+                     fix=fix)
+    data = dict(data)
+    models = data.pop("models", None) or {}
+    if "model" in data:
+        raise ZooError(f"'model:' in {source}: model.* settings differ per model -- put them under "
+                       f"models: {{NAME: {{model: {{...}}}}}} (e.g. models: {{ddpm: {{model: {{dim: 32}}}}}})")
+    if not isinstance(models, Mapping):
+        raise ZooError(f"'models:' in {source} must map model names to settings, got {models!r}")
+    layers = [(data, source)]
+    if model_name is not None and isinstance(models.get(model_name), Mapping):
+        layers.append((dict(models[model_name]), f"{source} (models.{model_name})"))
+    elif model_name is not None and models.get(model_name) is not None:
+        raise ZooError(f"'models.{model_name}' in {source} must be a mapping of settings, "
+                       f"got {models[model_name]!r}")
+    return layers
+
+
+def base_config(user: bool = True) -> Config:
+    """zoo's base defaults (no model), with the user file's general settings when ``user``: the data
+    settings ``zoo eval --images`` and other model-less commands start from."""
+    values = defaults(BASE)
+    for layer, source in (user_layers() if user else []):
+        values = merge(values, _without_recorded(layer, source), source=source, schema=BASE)
+    return Config(values)
+
+
+def _without_recorded(layer: Mapping | None, source: str, allow: bool = False) -> dict:
+    """``layer`` without the keys zoo fills in; setting them is an error unless ``allow`` (a -c file,
+    which may be a run's own config.yaml: they are dropped)."""
+    layer = dict(layer or {})
+    for key in RECORDED:
+        if key in layer:
+            if not allow:
+                fix = "name the model on the command line" if key == "model_name" else "choose one with --preset NAME"
+                raise ZooError(f"'{key}' in {source} is filled in by zoo, not set ({fix})")
+            del layer[key]
+    return layer
+
+
+# --- resolving --------------------------------------------------------------------------------
 def resolve(model_defaults: Mapping | None = None, preset: Mapping | None = None,
             file: str | Path | None = None, sets: Iterable[str] = (), *,
-            preset_name: str = "preset", overrides: Mapping | None = None) -> Config:
-    """Layer the config: base < model defaults < preset < file < overrides < --set."""
-    cfg = merge(BASE, {k: v for k, v in (model_defaults or {}).items() if k != "model"}, source="model defaults")
-    cfg["model"] = copy.deepcopy(dict((model_defaults or {}).get("model", {})))
-    cfg = merge(cfg, preset, source=f"preset '{preset_name}'")
+            preset_name: str = "preset", overrides: Mapping | None = None, user: Iterable = (),
+            model_label: str = "model defaults", sources: dict | None = None) -> Config:
+    """Layer the config: base < model defaults < user < preset < file < overrides < --set.
+
+    ``model_defaults`` is a model's ``config``: its ``model`` section declares the ``model.*`` keys
+    (:class:`Key` or plain defaults), its other sections override zoo's defaults. ``user``: layers
+    ``(mapping, source)`` (see :func:`user_layers`). Every value of every layer is checked against its
+    declaration. ``sources`` (a dict), when given, is filled with ``path -> layer`` for every leaf.
+    The result holds plain values only."""
+    model_defaults = dict(model_defaults or {})
+    schema = {**BASE, "model": dict(model_defaults.pop("model", None) or {})}
+    check_declarations(schema["model"], model_label, "model.")
+    values = defaults(schema)
+    if sources is not None:
+        sources.update({path: "base default" for path, _ in leaves(BASE)})
+        sources.update({path: model_label for path, _ in leaves(schema["model"], "model.")})
+    layers = [(defaults(model_defaults), model_label, True), *[(layer, src, False) for layer, src in user],
+              (preset, f"preset '{preset_name}'", False)]
     if file is not None:
-        cfg = merge(cfg, load_yaml(file), source=f"'{file}'")
-    cfg = merge(cfg, overrides, source="arguments")
-    cfg = merge(cfg, parse_set(sets), source="--set")
-    return Config(cfg)
+        layers.append((load_yaml(file), f"-c file '{file}'", "file"))
+    layers += [(overrides, "arguments", False), (parse_set(sets), "--set", False)]
+    for layer, source, kind in layers:
+        layer = _without_recorded(layer, source, allow=kind == "file") if kind is not True else layer
+        values = merge(values, layer, source=source, schema=schema, sources=sources)
+    return Config(values)
+
+
+# --- showing ----------------------------------------------------------------------------------
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML (lists in brackets, strings quoted where YAML needs it)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**9).strip()[1:-1]
+
+
+def annotated_yaml(cfg: Mapping, sources: Mapping[str, str], schema: Mapping | None = None) -> str:
+    """``cfg`` as YAML with ``# from LAYER`` after every value; with ``schema``, each key's help and
+    valid values as a comment line above it (``zoo show-config --explain``). The result loads back
+    (``yaml.safe_load``) to the plain config."""
+    lines: list[str] = []
+
+    def walk(node: Mapping, declared: Mapping | None, prefix: str, indent: str) -> None:
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            d = declared.get(k) if isinstance(declared, Mapping) else None
+            if isinstance(v, Mapping) and v:
+                lines.append(f"{indent}{k}:")
+                walk(v, d if isinstance(d, Mapping) else None, f"{path}.", indent + "  ")
+                continue
+            if schema is not None:
+                key = key_of(d) if d is not None and not isinstance(d, Mapping) else key_of(v)
+                lines.append(f"{indent}# {key.help + ' ' if key.help else ''}[{key.describe()}]")
+            lines.append(f"{indent}{_flow(k)}: {_flow(v)}  # from {sources.get(path, 'zoo')}")
+
+    walk(cfg.to_dict() if isinstance(cfg, Config) else copy.deepcopy(dict(cfg)), schema, "", "")
+    return "\n".join(lines) + "\n"

@@ -96,8 +96,12 @@ def load_idx_split(root: Path, split: str, files: dict, subdir: str, download_fn
         why = "; download is off (ZOO_OFFLINE or data.download=false)"
     if img is None:
         where = ", ".join(str(d) for d in dirs)
+        other = next((s for s in files if s != split), split)
         raise ZooError(f"{subdir} {split} split not found: looked for {img_stem}[.gz] in {where}{why} -- "
-                       f"put the IDX files there, or point zoo at them with --set data.root=DIR or ZOO_DATA=DIR")
+                       f"put the IDX files there, point zoo at them with --set data.root=DIR or ZOO_DATA=DIR, or "
+                       f"train on another split: --set data.split={other} --set data.holdout=1000 (1000 of its "
+                       f"images held out for evaluation); write such settings for this machine once in the user "
+                       f"file ($ZOO_CONFIG, else ~/.config/zoo/config.yaml): data: {{split: {other}, holdout: 1000}}")
     images = read_idx(img)
     lbl = find_file(dirs, lbl_stem)
     labels = read_idx(lbl).long() if lbl is not None else None

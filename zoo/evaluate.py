@@ -181,10 +181,10 @@ def reference_for_config(cfg, spec: str | None = None) -> Reference:
     ``holdout`` -- the held-out images; a split name of the dataset (``train``, ``test``) -- that whole
     split; or a path -- a folder of images, or an .npz / .npy image array.
     """
-    from .config import BASE, Config
+    from .config import BASE, Config, defaults
     from .data import data_root
     from .registry import registry
-    data = Config({**BASE["data"], **dict(cfg["data"] if "data" in cfg else cfg)})
+    data = Config({**defaults(BASE["data"]), **dict(cfg["data"] if "data" in cfg else cfg)})
     entry = registry().dataset(data.name)
     split, holdout, limit = data.split, data.holdout or 0, data.limit
     if spec in (None, "", "default"):

@@ -267,19 +267,64 @@ def list_models() -> list[str]:
     return sorted(registry().models)
 
 
-def model_config(name: str, preset: str | None = None, file=None, sets=(), overrides=None):
-    """The resolved config for model ``name`` (see ``zoo.config.resolve``)."""
-    from .config import resolve
+def model_config(name: str, preset: str | None = None, file=None, sets=(), overrides=None, sources=None):
+    """The resolved config for model ``name``: base < model defaults < user file < preset < ``file`` <
+    ``overrides`` < ``sets`` (see ``zoo.config.resolve``; ``sources``, a dict, gets each value's layer).
+
+    With no ``preset``, a model's preset named ``cpu`` or ``gpu`` is applied when it fits the device the
+    run will use (``trainer.device`` after every other layer). The config records the choice in
+    ``preset`` and ``preset_reason``."""
+    from .config import resolve, user_layers
     entry = registry().model(name)
-    preset_cfg = None
-    if preset is not None:
-        if preset not in entry.presets:
-            raise ZooError(f"model '{name}' has no preset '{preset}'{did_you_mean(preset, entry.presets)}"
-                           f" (presets: {', '.join(entry.presets) or 'none'})")
-        preset_cfg = entry.presets[preset]
-    cfg = resolve(entry.defaults(), preset_cfg, file, sets, preset_name=preset or "", overrides=overrides)
-    cfg["model_name"] = name
+    if preset is not None and preset not in entry.presets:
+        raise ZooError(f"model '{name}' has no preset '{preset}'{did_you_mean(preset, entry.presets)}"
+                       f" (presets: {', '.join(entry.presets) or 'none'})")
+    layers = dict(file=file, sets=sets, overrides=overrides, user=user_layers(name),
+                  model_label=f"model '{name}' defaults")
+    reason = "--preset"
+    if preset is None:
+        preset, reason = device_preset(entry.presets, resolve(entry.defaults(), **layers).trainer.device)
+    cfg = resolve(entry.defaults(), entry.presets[preset] if preset else None, preset_name=preset or "",
+                  sources=sources, **layers)
+    cfg.update(model_name=name, preset=preset, preset_reason=reason)
+    if sources is not None:
+        sources.update({key: "zoo" for key in ("model_name", "preset", "preset_reason")})
     return cfg
+
+
+def model_schema(name: str) -> dict:
+    """Every key of model ``name``'s config as a declaration: zoo's ``BASE`` with the model's ``model.*``
+    keys (``zoo show-config --explain``, docs/config.md)."""
+    from .config import BASE
+    return {**BASE, "model": registry().model(name).defaults().get("model", {})}
+
+
+def check_config(cfg) -> None:
+    """Check a resolved config the way training does before it touches data: build the model on the
+    ``meta`` device (no memory, no compute), so a setting the model rejects is a ZooError here too."""
+    import copy
+
+    import torch
+    cfg = copy.deepcopy(cfg)
+    complete_data_config(cfg)
+    with torch.device("meta"):
+        registry().model(cfg.model_name).cls(cfg)
+
+
+def device_preset(presets, device: str) -> tuple[str | None, str]:
+    """``(preset, reason)`` with no ``--preset``: ``gpu`` when the run will train on CUDA (``trainer.device``
+    ``cuda``/``cuda:N``, or ``auto`` with CUDA available), ``cpu`` otherwise -- when the model has it."""
+    if not {"cpu", "gpu"} & set(presets):
+        return None, "defaults (no --preset)"
+    device = str(device)
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    wanted = "gpu" if kind == "cuda" else "cpu"
+    if wanted in presets:
+        return wanted, f"auto: training on {kind}"
+    return None, f"auto: training on {kind}, no '{wanted}' preset"
 
 
 def create_model(name: str, cfg=None, **sets):

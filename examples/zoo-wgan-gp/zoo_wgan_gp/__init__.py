@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo import ZooError, ZooModel, hookimpl
+from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import randn, to_unit
 
 __version__ = "0.1.0"
@@ -96,12 +96,14 @@ class WGANGP(ZooModel):
     family = "gan"
     description = "WGAN-GP: Wasserstein GAN with gradient penalty (Gulrajani et al. 2017)"
     data_range = (-1.0, 1.0)
+    # Each model.* key declared once: default, one line of help, valid values (zoo checks every layer of the
+    # config against them; `zoo show-config wgan-gp --explain` prints them).
     config = {
         "model": {
-            "z_dim": 128,        # latent size
-            "width": 64,         # channels of the first critic layer / last generator layer
-            "gp_weight": 10.0,   # lambda
-            "n_critic": 5,       # critic updates per generator update
+            "z_dim": Key(128, "noise size", ge=1),
+            "width": Key(64, "channels of the first critic layer and the last generator layer", ge=1),
+            "gp_weight": Key(10.0, "lambda: weight of the gradient penalty (the paper: 10)", ge=0),
+            "n_critic": Key(5, "critic updates per generator update (the paper: 5)", ge=1),
         },
         "trainer": {"lr": 1e-4, "betas": [0.5, 0.9], "batch_size": 64, "max_steps": 10000},
     }
@@ -111,6 +113,7 @@ class WGANGP(ZooModel):
                  "trainer": {"batch_size": 32, "max_steps": 30, "log_every": 5, "sample_every": 0,
                              "checkpoint_every": 0, "n_samples": 16}},
     }
+    preset_help = {"tiny": "smoke test: seconds on a CPU, blurry digits at best"}
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -118,8 +121,6 @@ class WGANGP(ZooModel):
         channels, size = self.image_shape[0], self.image_shape[1]
         if size % 4:
             raise ZooError(f"wgan-gp needs data.image_size divisible by 4, got {size} (e.g. 28 or 32)")
-        if int(m.n_critic) < 1:
-            raise ZooError(f"model.n_critic={m.n_critic} must be at least 1 (the paper uses 5)")
         self.z_dim = int(m.z_dim)
         self.generator = Generator(self.z_dim, int(m.width), channels, size)
         self.critic = Critic(int(m.width), channels, size)
