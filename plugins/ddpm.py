@@ -283,7 +283,7 @@ class DDPM(ZooModel):
             "model": {"dim": 32, "dim_mults": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [14],
                       "attn_heads": 4, "groups": 8, "dropout": 0.0, "sample_steps": 20, "sample_batch_size": 256},
             "data": {"image_size": 28},
-            "trainer": {"batch_size": 128, "lr": 1e-3, "warmup_steps": 200, "max_steps": None, "max_minutes": 20,
+            "trainer": {"batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "max_steps": None, "max_minutes": 20,
                         "log_every": 50, "sample_every": 500, "checkpoint_every": 500},
             "ema": {"decay": 0.995},
         },

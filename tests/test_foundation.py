@@ -122,7 +122,7 @@ def test_config_precedence(toy_env, tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["train", "toyy"], "unknown model 'toyy' (did you mean 'toy'"),
     (["show-config", "toy", "--set", "trainer.lrr=1"], "unknown config key 'trainer.lrr' in --set (did you mean 'trainer.lr'"),
-    (["show-config", "toy", "--set", "trainer.lr=abc"], "config key 'trainer.lr' in --set expects float (like 0.003), got 'abc'"),
+    (["show-config", "toy", "--set", "trainer.lr=abc"], "trainer.lr in --set expects float > 0, like 0.003, got 'abc'"),
     (["show-config", "toy", "--set", "trainer.max_steps=1.5"], "expects int"),
     (["show-config", "toy", "-c", "/nonexistent/c.yaml"], "config file '/nonexistent/c.yaml' not found"),
     (["show-config", "toy", "-p", "huge"], "model 'toy' has no preset 'huge'"),
