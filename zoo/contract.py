@@ -31,8 +31,10 @@ Class attributes describe the model to the registry:
 ``description``  one line for ``zoo list``
 ``config``       default config overrides: ``{"model": {...}, "trainer": {...},
                  "data": {...}, "ema": {...}}``. Every key a model reads from
-                 ``cfg.model`` must have a default here (unknown keys are
-                 rejected with a suggestion, so defaults double as the schema).
+                 ``cfg.model`` is declared here, best as a :class:`zoo.Key`
+                 (default, one line of help, valid values: every config layer
+                 is checked against it); a plain value is a default with no help.
+                 Unknown keys are rejected with a suggestion.
 ``presets``      named overrides, e.g. ``{"tiny": {...}}`` -- every built-in
                  ships ``tiny``: a few hundred CPU steps in under a minute.
                  Presets named ``cpu`` and ``gpu`` are special: with no
