@@ -207,6 +207,13 @@ def test_the_preset_follows_the_device_unless_one_is_given(monkeypatch):
     assert (cfg.preset, cfg.preset_reason) == (None, "defaults (no --preset)")
 
 
+def test_the_device_preset_sees_the_user_files_device(user_file):
+    user_file("trainer: {device: 'cuda:0'}\n")
+    cfg = model_config("ddpm")
+    assert (cfg.preset, cfg.preset_reason, cfg.trainer.device) == ("gpu", "auto: training on cuda", "cuda:0")
+    assert model_config("ddpm", sets=["trainer.device=cpu"]).preset == "cpu"  # --set wins over the user file
+
+
 def test_cpu_presets_are_smaller_and_the_ddpm_one_trains(tmp_path):
     def params(name, preset):
         with torch.device("meta"):
