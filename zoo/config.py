@@ -566,13 +566,13 @@ def resolve(model_defaults: Mapping | None = None, preset: Mapping | None = None
     if sources is not None:
         sources.update({path: "base default" for path, _ in leaves(BASE)})
         sources.update({path: model_label for path, _ in leaves(schema["model"], "model.")})
-    layers = [(defaults(model_defaults), model_label, True), *[(layer, src, False) for layer, src in user],
-              (preset, f"preset '{preset_name}'", False)]
+    values = merge(values, defaults(model_defaults), source=model_label, schema=schema, sources=sources)
+    layers = [*user, (preset, f"preset '{preset_name}'")]
     if file is not None:
-        layers.append((load_yaml(file), f"-c file '{file}'", "file"))
-    layers += [(overrides, "arguments", False), (parse_set(sets), "--set", False)]
-    for layer, source, kind in layers:
-        layer = _without_recorded(layer, source, allow=kind == "file") if kind is not True else layer
+        layers.append((load_yaml(file), f"-c file '{file}'"))
+    layers += [(overrides, "arguments"), (parse_set(sets), "--set")]
+    for layer, source in layers:
+        layer = _without_recorded(layer, source, allow=source.startswith("-c file"))
         values = merge(values, layer, source=source, schema=schema, sources=sources)
     return Config(values)
 

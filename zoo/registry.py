@@ -37,7 +37,8 @@ class ModelEntry:
 
     def defaults(self) -> dict:
         from .config import merge
-        return merge(_plain(self.cls.config), _plain(self.config), strict=False)
+        return merge(_plain(self.cls.config), _plain(self.config), strict=False,
+                     source=f"the config registered for model '{self.name}'")
 
     @property
     def presets(self) -> dict:
