@@ -1,7 +1,8 @@
 """Tests of the wgan-gp plugin: zoo's reusable contract checks plus the maths of the gradient penalty.
 
 Run with ``pytest examples/zoo-wgan-gp`` once the package is installed (``pip install -e examples/zoo-wgan-gp``).
-Only MNIST's test split on disk? ``ZOO_TEST_SETS="data.split=test data.holdout=1000" pytest ...``.
+Only MNIST's test split on disk? ``ZOO_TEST_SETS="data.split=test data.holdout=1000" pytest ...``, or write
+``data: {split: test, holdout: 1000}`` once in zoo's user file ($ZOO_CONFIG, else ~/.config/zoo/config.yaml).
 """
 import os
 
