@@ -79,8 +79,13 @@ class Failure:
 
 
 def _plain(d) -> dict:
+    """A deep copy of a config dict, each ``zoo.Key`` replaced by its default.
+    (Stopgap so a plugin can declare Keys in ``config`` before the config resolver checks them.)"""
     import copy
-    return copy.deepcopy(dict(d or {}))
+
+    from .config import Key
+    return {k: v.default if isinstance(v, Key) else _plain(v) if isinstance(v, dict) else copy.deepcopy(v)
+            for k, v in dict(d or {}).items()}
 
 
 class Registry:
