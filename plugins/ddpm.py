@@ -91,7 +91,7 @@ def beta_schedule(name: str, timesteps: int) -> torch.Tensor:
 
 def min_snr_weights(alphas_cumprod: torch.Tensor, objective: str, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights per timestep (Hang et al. 2023, "Efficient Diffusion Training
-    via Min-SNR Weighting Strategy", eq. 7 and section 3.4).
+    via Min-SNR Weighting Strategy", arXiv:2303.09556).
 
     With ``SNR_t = abar_t / (1 - abar_t)``, the x0 error is weighted by
     ``min(SNR_t, gamma)``: high-SNR (nearly clean) timesteps stop dominating.
@@ -143,7 +143,7 @@ def _gather(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Diffusion(nn.Module):
-    """Gaussian diffusion with T steps: schedule buffers, loss, posterior, sampler plans.
+    """Gaussian diffusion with T steps: schedule buffers, loss, posterior, sampler plans, likelihood.
 
     All buffers are computed in float64 and stored as float32 (non-persistent:
     they follow from the config, so checkpoints hold only the network).
@@ -305,7 +305,6 @@ class Diffusion(nn.Module):
                 on_step()
         return x, kept
 
-
     # likelihood
     def vlb_timesteps(self, k: int | None, n: int, generator: torch.Generator, device) -> tuple:
         """Which KL terms of the bound to evaluate for ``n`` images: ``(t, weight)``, both ``(k, n)``.
@@ -428,14 +427,15 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std
 
 def dpm_solver_2m(abar: torch.Tensor, abar_next: torch.Tensor):
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
-    Diffusion Probabilistic Models", Algorithm 2) as plan coefficients ``(c_x0, c_x0_prev, c_xt)``.
+    Diffusion Probabilistic Models", arXiv:2211.01095, Algorithm 2) as plan coefficients
+    ``(c_x0, c_x0_prev, c_xt)``.
 
     ``abar[i]`` is alpha-bar at the i-th timestep and ``abar_next[i]`` at the one it steps
     to (1 after the last: the clean image). With ``alpha = sqrt(abar)``,
     ``sigma = sqrt(1 - abar)`` and the half log-SNR ``lambda = log(alpha / sigma)``,
     step i goes from ``s = t_i`` to ``t = t_{i+1}`` with ``h_i = lambda_t - lambda_s``:
 
-    * first order (DPM-Solver++(1), eq. 5 with k = 1; the same update as DDIM):
+    * first order (DPM-Solver++(1), the same update as deterministic DDIM):
       ``x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h_i} - 1) x0_hat_i``
     * second order, multistep (Algorithm 2): with ``r_i = h_{i-1} / h_i``,
       ``D_i = (1 + 1 / (2 r_i)) x0_hat_i - 1 / (2 r_i) x0_hat_{i-1}`` and

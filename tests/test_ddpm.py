@@ -227,8 +227,12 @@ def test_tiny_preset_learns_on_real_mnist_and_samples_from_its_run(tmp_path):
                                "--out", str(tmp_path / "grid.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "grid.png").is_file()
+    res = runner.invoke(main, ["sample", str(out), "-n", "2", "--sampler", "dpm++", "--steps", "3",
+                               "--out", str(tmp_path / "dpm.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "dpm.png").is_file()
     res = runner.invoke(main, ["sample", str(out), "-n", "4", "--sampler", "heun", "--out", str(tmp_path / "x.png")])
-    assert res.exit_code == 2 and "sampler='heun' (in sampling options) is not one of ddpm, ddim" in res.output
+    assert res.exit_code == 2 and "sampler='heun' (in sampling options) is not one of ddpm, ddim, dpm++" in res.output
 
 
 # --- training recipe knobs -----------------------------------------------------------------------
