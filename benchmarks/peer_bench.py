@@ -13,10 +13,11 @@ that drift of the machine spreads over every contestant:
 2. **sampling step**: each library's own DDIM loop (``--sample-steps`` steps, time per step):
    zoo's ``Diffusion.plan`` + ``denoise``, diffusers' ``DDIMScheduler``, lucidrains' ``GaussianDiffusion``;
 3. **end to end**: ``zoo train ddpm`` (each U-Net; zoo's defaults for everything but the network,
-   batch, steps and data) against denoising-diffusion-pytorch's ``Trainer`` on the same images (written
-   as PNGs, already padded to 32x32), each run for ``--e2e-steps`` and twice that: the wall clock of
-   the short run as a user sees it (start-up and zoo's final sample grid included), and the steady
-   step time ``(wall(2N) - wall(N)) / N``.
+   batch, steps, data and periodic FID, which is off as in the peer's run) against
+   denoising-diffusion-pytorch's ``Trainer`` on the same images (written as PNGs, already padded to
+   32x32), each run for ``--e2e-steps`` and twice that: the wall clock of the short run as a user
+   sees it (start-up and zoo's final sample grid included), and the steady step time
+   ``(wall(2N) - wall(N)) / N``.
 
 Writes ``peer_bench.md`` (tables) and ``peer_bench.json`` (every timing) into ``--out`` with the
 command, CPU model, torch and peer versions, and date. Never run it on a shared or busy machine.
@@ -204,7 +205,7 @@ def zoo_train_cmd(unet: str, width: int, args, steps: int, out: Path) -> list[st
             "model.convnext_mult=2", "model.timesteps=1000", "model.schedule=linear", "model.objective=eps",
             f"data.image_size={IMAGE}", f"data.split={args.split}", f"data.limit={args.images}",
             f"trainer.batch_size={args.batch}", f"trainer.max_steps={steps}", "trainer.device=cpu",
-            "trainer.precision=fp32"] + list(args.zoo_set)
+            "trainer.precision=fp32", "trainer.eval_every=null"] + list(args.zoo_set)  # no FID: lucidrains' is off
     cmd = [sys.executable, "-m", "zoo", "train", "ddpm", "--quiet", "--force", "--out", str(out)]
     return cmd + [a for s in sets for a in ("--set", s)]
 
@@ -237,7 +238,8 @@ def rotate(items: list, r: int) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=False, default="benchmarks/results/peer-bench-cpu", help="results folder")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "peer-bench-cpu"),
+                    help="results folder [benchmarks/results/peer-bench-cpu]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (and OMP_NUM_THREADS) [2]")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--gflop", type=float, default=0.7, help="target GFLOP per image, forward + backward [0.7]")
