@@ -1,22 +1,26 @@
-"""DDPM: denoising diffusion (Ho et al. 2020) with DDIM sampling (Song et al. 2021).
+"""DDPM: denoising diffusion (Ho et al. 2020) with DDIM (Song et al. 2021) and DPM-Solver++(2M) sampling.
 
 Three parts, read top to bottom:
 
 1. ``beta_schedule`` -- the noise schedules ``linear``, ``cosine`` and ``sigmoid``.
 2. :class:`Diffusion` -- the scheduler object, separate from the network (as in
    diffusers): the forward process ``q(x_t | x_0)``, the posterior
-   ``q(x_{t-1} | x_t, x_0)``, the training loss, and the samplers. Every sampler
-   here is a *plan*: timesteps plus per-step coefficients ``(c_x0, c_xt, sigma)``
-   for the update ``x_prev = c_x0 * x0_hat + c_xt * x_t + sigma * z``, computed
-   once in float64. Ancestral DDPM and DDIM are two plans for the same loop, so
-   a new sampler needs neither a new loop nor a new network.
+   ``q(x_{t-1} | x_t, x_0)``, the training loss (optionally min-SNR weighted, with
+   uniform or low-discrepancy timesteps), the variational bound on log p(x), and
+   the samplers. Every sampler here is a *plan*: timesteps plus per-step
+   coefficients ``(c_x0, c_x0_prev, c_xt, sigma)`` for the update
+   ``x_prev = c_x0 * x0_hat + c_x0_prev * x0_hat_before + c_xt * x_t + sigma * z``,
+   computed once in float64. Ancestral DDPM, DDIM and the multistep DPM-Solver++
+   are three plans for the same loop, so a new sampler needs neither a new loop
+   nor a new network.
 3. :class:`DDPM` -- the zoo model: a U-Net from ``zoo_plugins.unet`` plus a
    ``Diffusion``; registered as ``ddpm`` (attention U-Net), ``ddpm-attention`` and
    ``ddpm-convnext``.
 
 Sampling options (``model.sample(n, g, sampler="ddim", steps=50, eta=0.0,
 batch_size=1024, progress=True)``; defaults from ``model.sampler``,
-``model.sample_steps`` (DDIM), ``model.eta``, ``model.sample_batch_size``):
+``model.sample_steps`` (DDIM), ``model.dpm_steps`` (DPM-Solver++), ``model.eta``,
+``model.sample_batch_size``):
 
 * ``sampler="ddpm"``: ancestral sampling with variance ``model.variance``
   (``posterior``: beta-tilde, ``beta``: beta) over all T steps; ``steps=K < T``
@@ -24,6 +28,13 @@ batch_size=1024, progress=True)``; defaults from ``model.sampler``,
   (Nichol & Dhariwal 2021, section 4).
 * ``sampler="ddim"``: ``steps`` evenly spaced timesteps from T-1 down to 0, ``eta``
   from 0 (deterministic) to 1 (with ``steps=T`` it is exactly ancestral DDPM).
+* ``sampler="dpm++"``: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic,
+  on the same ``steps`` timesteps as DDIM; first-order on the first step (no
+  history yet) and on the last (to the clean image, where the second-order term
+  is undefined), second-order in between. Good samples in 10-25 steps.
+
+Likelihood: ``model.log_likelihood(x, timesteps=None, generator=None)`` gives
+the variational bound of Ho et al. (section 3.3) in nats per image.
 """
 from __future__ import annotations
 
@@ -36,14 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import Key, ZooError, ZooModel, hookimpl
-from zoo.contract import check_choices, check_sample_options, randn, to_unit
+from zoo.contract import check_choices, check_sample_options, rand, randn, to_unit
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
 LOSSES = ("l2", "l1")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpm++")
 VARIANCES = ("posterior", "beta")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "low_discrepancy")
 
 
 # --- 1. noise schedules ---------------------------------------------------------------------
@@ -76,20 +89,45 @@ def beta_schedule(name: str, timesteps: int) -> torch.Tensor:
     return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(min=0.0, max=0.999)
 
 
+def min_snr_weights(alphas_cumprod: torch.Tensor, objective: str, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights per timestep (Hang et al. 2023, "Efficient Diffusion Training
+    via Min-SNR Weighting Strategy", arXiv:2303.09556).
+
+    With ``SNR_t = abar_t / (1 - abar_t)``, the x0 error is weighted by
+    ``min(SNR_t, gamma)``: high-SNR (nearly clean) timesteps stop dominating.
+    Written for the other targets, whose squared error is a multiple of the x0
+    error (``|eps - eps_hat|^2 = SNR |x0 - x0_hat|^2`` and
+    ``|v - v_hat|^2 = (SNR + 1) |x0 - x0_hat|^2``), the same weighting is
+    ``min(SNR, gamma) / SNR`` for eps and ``min(SNR, gamma) / (SNR + 1)`` for v.
+    (Derived for the L2 loss; with ``model.loss=l1`` the same weights are applied.)
+    """
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=gamma)
+    if objective == "eps":
+        return clipped / snr
+    if objective == "x0":
+        return clipped
+    return clipped / (snr + 1)
+
+
 # --- 2. the diffusion process and its samplers ----------------------------------------------
 @dataclass
 class Plan:
     """A sampler, ready to run: for step ``i`` (``timesteps[i]``, descending)
-    ``x0_hat = clip(p_xt[i] * x_t + p_out[i] * net(x_t, t))`` and
-    ``x_prev = c_x0[i] * x0_hat + c_xt[i] * x_t + sigma[i] * z``; ``noisy[i]``
-    says whether ``z`` is drawn at all (python bools: no device sync)."""
+    ``x0_hat[i] = clip(p_xt[i] * x_t + p_out[i] * net(x_t, t))`` and
+    ``x_prev = c_x0[i] * x0_hat[i] + c_x0_prev[i] * x0_hat[i-1] + c_xt[i] * x_t + sigma[i] * z``.
+    ``noisy[i]`` says whether ``z`` is drawn at all and ``multistep[i]`` whether the
+    previous step's ``x0_hat`` is used (``c_x0_prev`` is zero for one-step samplers);
+    both are python bools, so the loop needs no device sync."""
     timesteps: torch.Tensor  # (K,) long
     p_xt: torch.Tensor       # (K,) float32, and the same for the others
     p_out: torch.Tensor
     c_x0: torch.Tensor
+    c_x0_prev: torch.Tensor
     c_xt: torch.Tensor
     sigma: torch.Tensor
     noisy: list
+    multistep: list
 
     def to(self, device) -> "Plan":
         moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(self).items()}
@@ -105,18 +143,25 @@ def _gather(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class Diffusion(nn.Module):
-    """Gaussian diffusion with T steps: schedule buffers, loss, posterior, sampler plans.
+    """Gaussian diffusion with T steps: schedule buffers, loss, posterior, sampler plans, likelihood.
 
     All buffers are computed in float64 and stored as float32 (non-persistent:
     they follow from the config, so checkpoints hold only the network).
     """
 
     def __init__(self, timesteps: int = 1000, schedule: str = "linear", objective: str = "eps",
-                 loss: str = "l2", variance: str = "posterior", clip_x0: bool = True):
+                 loss: str = "l2", variance: str = "posterior", clip_x0: bool = True,
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, timestep_sampling: str = "uniform"):
         super().__init__()
-        check_choices(objective=(objective, OBJECTIVES), loss=(loss, LOSSES), variance=(variance, VARIANCES))
+        check_choices(objective=(objective, OBJECTIVES), loss=(loss, LOSSES), variance=(variance, VARIANCES),
+                      loss_weighting=(loss_weighting, LOSS_WEIGHTINGS),
+                      timestep_sampling=(timestep_sampling, TIMESTEP_SAMPLINGS))
+        if not float(min_snr_gamma) > 0:
+            raise ZooError(f"model.min_snr_gamma={min_snr_gamma} must be > 0 (5 is the paper's choice)")
         self.T, self.objective, self.loss_type, self.variance, self.clip_x0 = \
             int(timesteps), objective, loss, variance, bool(clip_x0)
+        self.loss_weighting, self.min_snr_gamma, self.timestep_sampling = \
+            loss_weighting, float(min_snr_gamma), timestep_sampling
         betas = beta_schedule(schedule, timesteps)
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = F.pad(abar[:-1], (1, 0), value=1.0)
@@ -131,6 +176,8 @@ class Diffusion(nn.Module):
             "posterior_mean_coef1": betas * abar_prev.sqrt() / (1 - abar),
             "posterior_mean_coef2": (1 - abar_prev) * (1 - betas).sqrt() / (1 - abar),
         }
+        if loss_weighting == "min_snr":
+            buffers["loss_weights"] = min_snr_weights(abar, objective, self.min_snr_gamma)
         for name, value in buffers.items():
             self.register_buffer(name, value.float(), persistent=False)
 
@@ -165,19 +212,44 @@ class Diffusion(nn.Module):
         return _gather(self.sqrt_alphas_cumprod, t) * noise - _gather(self.sqrt_one_minus_alphas_cumprod, t) * x0
 
     # training
+    def sample_timesteps(self, n: int, device) -> torch.Tensor:
+        """``n`` training timesteps in [0, T), each uniform, from torch's global RNG.
+
+        * ``uniform``: independent draws (Ho et al. 2020).
+        * ``low_discrepancy``: one shared offset ``u ~ U[0, 1)`` and
+          ``t_i = floor(T * ((u + i / n) mod 1))``: each ``t_i`` is still uniform,
+          so the loss stays unbiased, but every batch covers [0, T) evenly (one
+          timestep per stratum of width T/n), which lowers the variance of the
+          loss and its gradient -- the low-discrepancy sampler of Kingma et al.
+          2021, "Variational Diffusion Models" (arXiv:2107.00630).
+        """
+        if self.timestep_sampling == "uniform":
+            return torch.randint(0, self.T, (n,), device=device)
+        u = torch.rand(1, device=device, dtype=torch.float64)
+        grid = torch.arange(n, device=device, dtype=torch.float64) / n
+        return ((u + grid).remainder(1.0) * self.T).floor().long().clamp_(max=self.T - 1)
+
     def loss(self, net: nn.Module, x0: torch.Tensor) -> torch.Tensor:
-        """One timestep per image, uniform in [0, T); MSE (or L1) to the objective's target.
-        Uses torch's global RNG (the trainer seeds and checkpoints it)."""
-        t = torch.randint(0, self.T, (x0.shape[0],), device=x0.device)
+        """One timestep per image (``sample_timesteps``); MSE (or L1) to the objective's target,
+        each image weighted by ``loss_weights[t]`` under ``min_snr``. Uses torch's global RNG
+        (the trainer seeds and checkpoints it)."""
+        t = self.sample_timesteps(x0.shape[0], x0.device)
         noise = torch.randn_like(x0)
         out = net(self.q_sample(x0, t, noise), t).float()
         target = self.target(x0, noise, t)
-        return F.mse_loss(out, target) if self.loss_type == "l2" else F.l1_loss(out, target)
+        if self.loss_weighting == "none":
+            return F.mse_loss(out, target) if self.loss_type == "l2" else F.l1_loss(out, target)
+        error = (out - target).square() if self.loss_type == "l2" else (out - target).abs()
+        return (error.flatten(1).mean(1) * self.loss_weights[t]).mean()
 
     # samplers
     def plan(self, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,
              variance: str | None = None) -> Plan:
-        """The coefficients of ``sampler`` over ``steps`` timesteps (default: all T)."""
+        """The coefficients of ``sampler`` over ``steps`` timesteps (default: all T).
+
+        All samplers use the same grid: ``steps`` timesteps evenly spaced from T-1
+        down to 0, each step going to the next one and the last to the clean image
+        (alpha-bar = 1)."""
         K = self.T if steps is None else int(steps)
         if not 1 <= K <= self.T:
             raise ZooError(f"steps={steps} must be between 1 and model.timesteps={self.T}")
@@ -189,20 +261,25 @@ class Diffusion(nn.Module):
         abar = self.alphas_cumprod64[ts]
         abar_prev = torch.cat([self.alphas_cumprod64[ts[1:]], torch.ones(1, dtype=torch.float64, device="cpu")])
         beta = 1 - abar / abar_prev  # the step's beta on this (possibly respaced) grid
+        c_x0_prev = torch.zeros_like(abar)
         if sampler == "ddpm":  # posterior q(x_prev | x_t, x0) of the respaced chain
             c_x0 = abar_prev.sqrt() * beta / (1 - abar)
             c_xt = (abar / abar_prev).sqrt() * (1 - abar_prev) / (1 - abar)
             var = beta * (1 - abar_prev) / (1 - abar) if (variance or self.variance) == "posterior" else beta
             sigma = var.sqrt()
-        else:  # DDIM, eq. 12 and 16 of Song et al., with eps re-derived from the clipped x0
+        elif sampler == "ddim":  # eq. 12 and 16 of Song et al., with eps re-derived from the clipped x0
             sigma = eta * ((1 - abar_prev) / (1 - abar) * beta).sqrt()
             d = (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt()
             c_xt = d / (1 - abar).sqrt()
             c_x0 = abar_prev.sqrt() - c_xt * abar.sqrt()
+        else:
+            c_x0, c_x0_prev, c_xt = dpm_solver_2m(abar, abar_prev)
+            sigma = torch.zeros_like(abar)
         sigma[-1] = 0.0  # the last step returns the mean (Algorithm 2: z = 0 at t = 1)
         p_xt, p_out = self._x0_coefficients(abar)
         f32 = lambda v: v.to(torch.float32)  # noqa: E731
-        return Plan(ts, f32(p_xt), f32(p_out), f32(c_x0), f32(c_xt), f32(sigma), [bool(s > 0) for s in sigma])
+        return Plan(ts, f32(p_xt), f32(p_out), f32(c_x0), f32(c_x0_prev), f32(c_xt), f32(sigma),
+                    noisy=[bool(s > 0) for s in sigma], multistep=[bool(c != 0) for c in c_x0_prev])
 
     def denoise(self, net, x: torch.Tensor, plan: Plan, generator: torch.Generator, on_step=None,
                 keep: set | None = None) -> tuple[torch.Tensor, list]:
@@ -210,33 +287,195 @@ class Diffusion(nn.Module):
         index (0 = x_T, K = x_0) is in ``keep``. No host syncs in the loop."""
         kept = [x.float().clone()] if keep and 0 in keep else []
         n = x.shape[0]
+        x0_before = None  # the previous step's x0_hat, for multistep plans
         for i in range(len(plan)):
             out = net(x, plan.timesteps[i].expand(n)).float()
             x0 = plan.p_xt[i] * x + plan.p_out[i] * out
             if self.clip_x0:
                 x0 = x0.clamp(-1.0, 1.0)
-            x = plan.c_x0[i] * x0 + plan.c_xt[i] * x
+            x_next = plan.c_x0[i] * x0 + plan.c_xt[i] * x
+            if plan.multistep[i]:
+                x_next = x_next + plan.c_x0_prev[i] * x0_before
             if plan.noisy[i]:
-                x = x + plan.sigma[i] * randn(x.shape, generator, x.device)
+                x_next = x_next + plan.sigma[i] * randn(x.shape, generator, x.device)
+            x, x0_before = x_next, x0
             if keep and i + 1 in keep:
                 kept.append(x.float().clone())
             if on_step is not None:
                 on_step()
         return x, kept
 
+    # likelihood
+    def vlb_timesteps(self, k: int | None, n: int, generator: torch.Generator, device) -> tuple:
+        """Which KL terms of the bound to evaluate for ``n`` images: ``(t, weight)``, both ``(k, n)``.
+
+        The KL terms are indexed 1..T-1 (index 0 is the decoder). ``k=None`` or ``k=T-1``:
+        every term once, weight 1 (the full sum). Otherwise stratified sampling, an
+        unbiased estimate of the sum: the T-1 indices are cut into ``k`` contiguous
+        strata, each image draws one index uniformly in each stratum, and the term is
+        weighted by the stratum's size. The strata grow geometrically with t (the first
+        ones hold one index each), because the first few steps carry most of the bound
+        (Nichol & Dhariwal 2021, fig. 2): there the terms are large and change fast, so
+        they are summed exactly, and the sampling variance goes to the small, flat tail."""
+        N = self.T - 1
+        k = N if k is None else int(k)
+        if not 1 <= k <= N:
+            raise ZooError(f"timesteps={k} must be between 1 and model.timesteps - 1 = {N} (the number of KL "
+                           f"terms evaluated per image; leave it unset for all of them)")
+        edges = [0]  # stratum j holds indices edges[j]+1 .. edges[j+1]
+        for j in range(1, k + 1):  # (N+1)^(j/k) - 1, at least one index per stratum, room for the rest
+            edges.append(min(max(edges[-1] + 1, round((N + 1) ** (j / k)) - 1), N - (k - j)))
+        edges = torch.tensor(edges, device=device)
+        lo, size = 1 + edges[:-1], edges.diff()
+        u = rand((k, n), generator, device, dtype=torch.float64)
+        t = lo[:, None] + (u * size[:, None]).floor().long().clamp(max=size[:, None] - 1)
+        return t, size.to(torch.float64)[:, None].expand(k, n)
+
+    @torch.inference_mode()
+    def log_likelihood(self, net, x0: torch.Tensor, timesteps: int | None = None,
+                       generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
+        """A lower bound on ``log p(x0)`` in nats per image, ``(B,)`` float64: minus the
+        variational bound of Ho et al. 2020 (eq. 5 and section 3.3),
+        ``L = L_T + sum_{t=2..T} L_{t-1} + L_0`` (paper indices; here 0-based), with
+
+        * ``L_T = KL(q(x_T | x_0) || N(0, I))``, in closed form;
+        * ``L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` at one draw of
+          ``x_t ~ q(x_t | x_0)``: two Gaussians, ``p`` with the network's posterior
+          mean (x0_hat clipped when ``clip_x0``, as in sampling) and the variance of
+          ``variance`` (posterior: beta-tilde_t, beta: beta_t);
+        * ``L_0 = -log p(x_0 | x_1)``, the discretised Gaussian decoder (eq. 13) with
+          mean x0_hat(x_1) and the variance beta-tilde at the second step (the first is
+          0), as in Ho et al.'s code.
+
+        ``x0`` must hold 8-bit values mapped to [-1, 1] (k/255 * 2 - 1); zero padding is
+        fine (its pixels are decoded like the others, so the bound stays a lower bound on
+        the native image's probability). ``timesteps``: the number of KL terms per image
+        (None: all T-1, the full bound; fewer: the unbiased stratified estimate of
+        :meth:`vlb_timesteps`). Cost: ``timesteps + 1`` network calls per image, run
+        ``batch_size`` at a time. The value is a Monte Carlo estimate (one draw of
+        ``x_t`` per term), deterministic given ``generator``.
+        """
+        n, device = x0.shape[0], x0.device
+        if generator is None:
+            generator = torch.Generator(device=device).manual_seed(0)
+        x0 = x0.float()
+        x64 = x0.double()
+        per_image = lambda v: v.flatten(1).sum(1)  # noqa: E731
+
+        # L_T: the prior term
+        abar_T = float(self.alphas_cumprod64[-1])
+        prior = per_image(gaussian_kl(abar_T ** 0.5 * x64, 1 - abar_T, torch.zeros_like(x64), 1.0))
+
+        # L_{t-1}, t = 2..T: KL terms, ``chunk`` timesteps for all images per network call
+        t_all, weight = self.vlb_timesteps(timesteps, n, generator, device)
+        kl_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        chunk = max(1, int(batch_size) // n)
+        model_var = self.posterior_variance if self.variance == "posterior" else self.betas
+        for start in range(0, t_all.shape[0], chunk):
+            t = t_all[start:start + chunk].reshape(-1)
+            c = t.shape[0] // n
+            xs = x0.repeat(c, 1, 1, 1)
+            xt = self.q_sample(xs, t, randn(xs.shape, generator, device))
+            x0_hat = self._clip(self.predict_x0(net(xt, t).float(), xt, t))
+            mean_q, var_q = self.q_posterior(xs, xt, t)
+            mean_p, _ = self.q_posterior(x0_hat, xt, t)
+            kl = gaussian_kl(mean_q.double(), var_q.double(), mean_p.double(), _gather(model_var, t).double())
+            kl_sum += (per_image(kl).view(c, n) * weight[start:start + c]).sum(0)
+
+        # L_0: the discretised Gaussian decoder at the first step
+        t0 = torch.zeros(n, dtype=torch.long, device=device)
+        x1 = self.q_sample(x0, t0, randn(x0.shape, generator, device))
+        x0_hat = self._clip(self.predict_x0(net(x1, t0).float(), x1, t0))
+        std = float(self.posterior_variance[1].double().sqrt())  # the mean is x0_hat: q(x_0 | x_1, x_0) = x_0
+        decoder = per_image(discretized_gaussian_log_likelihood(x64, x0_hat.double(), std))
+        return decoder - kl_sum - prior
+
+    def _clip(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
+
+
+def gaussian_kl(mean1, var1, mean2, var2) -> torch.Tensor:
+    """``KL(N(mean1, var1) || N(mean2, var2))`` elementwise, in nats."""
+    var1 = torch.as_tensor(var1, dtype=torch.float64)
+    var2 = torch.as_tensor(var2, dtype=torch.float64)
+    return 0.5 * (torch.log(var2 / var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1)
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std, levels: int = 256):
+    """``log P(bin of x)`` under ``N(mean, std^2)`` integrated over the bin (Ho et al. 2020, eq. 13).
+
+    ``x`` lies on the grid ``k / (levels - 1) * 2 - 1``; the bin of ``x`` is
+    ``[x - 1/(levels-1), x + 1/(levels-1)]``, except that the bin of -1 reaches down to
+    -inf and that of +1 up to +inf, so the ``levels`` probabilities sum to 1.
+    Computed with ``log_ndtr`` on the side of the mean where the bin lies, so that
+    bins far in a tail keep their (tiny) log-probability instead of ``log 0``.
+    """
+    half = 1.0 / (levels - 1)
+    x, mean = x.double(), mean.double()
+    std = torch.as_tensor(std, dtype=torch.float64, device=x.device)
+    upper = (x + half - mean) / std
+    lower = (x - half - mean) / std
+    upper = torch.where(x > 1 - half, torch.full_like(upper, math.inf), upper)    # last bin: up to +inf
+    lower = torch.where(x < -1 + half, torch.full_like(lower, -math.inf), lower)  # first bin: down to -inf
+    # P = Phi(upper) - Phi(lower) = Phi(-lower) - Phi(-upper): use the form whose terms are small
+    right = (upper + lower) > 0  # the bin lies mostly above the mean (nan-free: never inf + -inf)
+    b = torch.where(right, -lower, upper)
+    a = torch.where(right, -upper, lower)
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log(-torch.expm1(log_a - log_b))
+
+
+def dpm_solver_2m(abar: torch.Tensor, abar_next: torch.Tensor):
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
+    Diffusion Probabilistic Models", arXiv:2211.01095, Algorithm 2) as plan coefficients
+    ``(c_x0, c_x0_prev, c_xt)``.
+
+    ``abar[i]`` is alpha-bar at the i-th timestep and ``abar_next[i]`` at the one it steps
+    to (1 after the last: the clean image). With ``alpha = sqrt(abar)``,
+    ``sigma = sqrt(1 - abar)`` and the half log-SNR ``lambda = log(alpha / sigma)``,
+    step i goes from ``s = t_i`` to ``t = t_{i+1}`` with ``h_i = lambda_t - lambda_s``:
+
+    * first order (DPM-Solver++(1), the same update as deterministic DDIM):
+      ``x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h_i} - 1) x0_hat_i``
+    * second order, multistep (Algorithm 2): with ``r_i = h_{i-1} / h_i``,
+      ``D_i = (1 + 1 / (2 r_i)) x0_hat_i - 1 / (2 r_i) x0_hat_{i-1}`` and
+      ``x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h_i} - 1) D_i``.
+
+    Step 0 is first order (no previous x0_hat yet). The last step goes to
+    ``sigma_t = 0``, where ``h = inf`` and ``r = 0``: its second-order term is
+    undefined and the first-order update returns ``x0_hat`` itself; that is
+    diffusers' ``lower_order_final`` with ``final_sigmas_type="zero"`` (for order 2
+    those two agree for any number of steps) and Lu et al.'s "denoise to zero".
+    Computed in float64; ``e^{-h}`` is written as ``(sigma_t alpha_s) / (alpha_t sigma_s)``
+    so the last step needs no infinities.
+    """
+    alpha_s, sigma_s = abar.sqrt(), (1 - abar).sqrt()
+    alpha_t, sigma_t = abar_next.sqrt(), (1 - abar_next).sqrt()
+    c_xt = sigma_t / sigma_s
+    phi = alpha_t - c_xt * alpha_s  # = -alpha_t (e^{-h} - 1), as e^{-h} = (sigma_t alpha_s) / (alpha_t sigma_s)
+    lam_s = torch.log(alpha_s / sigma_s)
+    h = torch.log(alpha_t / sigma_t) - lam_s  # inf on the last step: not used there
+    c_x0, c_x0_prev = phi.clone(), torch.zeros_like(phi)
+    K = len(abar)
+    for i in range(1, K - 1):  # second order: all but the first and the last step
+        r = h[i - 1] / h[i]
+        c_x0[i] = phi[i] * (1 + 1 / (2 * r))
+        c_x0_prev[i] = -phi[i] / (2 * r)
+    return c_x0, c_x0_prev, c_xt
+
 
 # --- 3. the zoo model -------------------------------------------------------------------------
 class DDPM(ZooModel):
-    """Denoising diffusion (DDPM) with ancestral and DDIM samplers; attention or ConvNeXt U-Net."""
+    """Denoising diffusion (DDPM) with ancestral, DDIM and DPM-Solver++ samplers; attention or ConvNeXt U-Net."""
 
     family = "diffusion"
-    description = "denoising diffusion (Ho et al. 2020): U-Net + DDPM/DDIM samplers, EMA"
+    description = "denoising diffusion (Ho et al. 2020): U-Net + DDPM/DDIM/DPM-Solver++ samplers, EMA"
     data_range = (-1.0, 1.0)
     sample_options = {
-        "sampler": Key(None, "ddpm (ancestral) or ddim [default: model.sampler]", type=str, choices=SAMPLERS,
-                       nullable=True),
-        "steps": Key(None, "network evaluations; ddpm: all T unless given [default: model.sample_steps for ddim]",
-                     type=int, ge=1),
+        "sampler": Key(None, "ddpm (ancestral), ddim or dpm++ (DPM-Solver++(2M)) [default: model.sampler]",
+                       type=str, choices=SAMPLERS, nullable=True),
+        "steps": Key(None, "network evaluations; ddpm: all T unless given [default: model.sample_steps for ddim, "
+                     "model.dpm_steps for dpm++]", type=int, ge=1),
         "eta": Key(None, "DDIM noise: 0 deterministic, 1 DDPM-like [default: model.eta]", type=float, ge=0),
         "batch_size": Key(None, "images per sampling batch [default: model.sample_batch_size]", type=int, ge=1),
         "progress": Key(False, "show a progress bar on a terminal"),
@@ -263,10 +502,17 @@ class DDPM(ZooModel):
                             choices=VARIANCES),
             "clip_x0": Key(True, "clip the predicted x0 to [-1, 1] while sampling"),
             "sampler": Key("ddim", "default sampler (sample grids, zoo sample/eval/compare)", choices=SAMPLERS),
-            "sample_steps": Key(100, "default sampler steps (ddpm: all T unless given)", ge=1),
+            "sample_steps": Key(100, "default steps of the ddim sampler (ddpm: all T unless given; dpm++: model.dpm_steps)", ge=1),
             "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
             "compile_sampler": Key(False, "torch.compile the network for sampling"),
+            # --- training recipe and the dpm++ sampler (issue 13) ---
+            "loss_weighting": Key("none", "per-timestep loss weight: none, or min_snr (Hang et al. 2023)",
+                                  choices=LOSS_WEIGHTINGS),
+            "min_snr_gamma": Key(5.0, "gamma of min_snr: the x0 error is weighted by min(SNR, gamma)", gt=0),
+            "timestep_sampling": Key("uniform", "training timesteps: uniform (iid) or low_discrepancy (one per "
+                                     "stratum of each batch, Kingma et al. 2021)", choices=TIMESTEP_SAMPLINGS),
+            "dpm_steps": Key(20, "default steps of the dpm++ sampler", ge=1),
         },
         "data": {"image_size": 32},
         "trainer": {"batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "grad_clip": 1.0, "max_steps": 30000,
@@ -312,7 +558,8 @@ class DDPM(ZooModel):
             self.net = ConvNeXtUNet(c, int(m.dim), [int(v) for v in m.dim_mults], int(m.convnext_mult), size)
         else:
             raise ZooError(f"model.unet={m.unet!r} is not one of {', '.join(UNETS)}")
-        self.diffusion = Diffusion(int(m.timesteps), m.schedule, m.objective, m.loss, m.variance, bool(m.clip_x0))
+        self.diffusion = Diffusion(int(m.timesteps), m.schedule, m.objective, m.loss, m.variance, bool(m.clip_x0),
+                                   m.loss_weighting, float(m.min_snr_gamma), m.timestep_sampling)
         self.sampling_options({})  # fail at construction on a bad sampler default
         self._compiled = None
 
@@ -330,6 +577,8 @@ class DDPM(ZooModel):
         steps = options.get("steps")
         if steps is None and sampler == "ddim":  # ancestral sampling runs all T steps unless told
             steps = m.sample_steps
+        if steps is None and sampler == "dpm++":
+            steps = m.dpm_steps
         T = int(m.timesteps)
         if steps is not None and not 1 <= int(steps) <= T:
             raise ZooError(f"steps={steps} must be between 1 and model.timesteps={T}")
@@ -383,9 +632,30 @@ class DDPM(ZooModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
-        """``n`` images in [0, 1]; options: sampler (ddpm|ddim), steps, eta, batch_size, progress."""
+        """``n`` images in [0, 1]; options: sampler (ddpm|ddim|dpm++), steps, eta, batch_size, progress."""
         images, _, _ = self._run(int(n), generator, options)
         return torch.cat(images).contiguous()
+
+    def log_likelihood(self, x: torch.Tensor, timesteps: int | None = None,
+                       generator: torch.Generator | None = None, batch_size: int | None = None) -> dict:
+        """``{"nats": (B,), "bound": "vlb"}``: the variational bound on log p(x) of the 8-bit image
+        (Ho et al. 2020, section 3.3; see :meth:`Diffusion.log_likelihood`).
+
+        ``x``: a batch as training feeds it (exact k/255 levels in [-1, 1], padded or not).
+        ``timesteps``: KL terms per image, None = all T-1 (the full bound, T network calls
+        per image); K < T-1 gives an unbiased stratified estimate for K + 1 calls.
+        ``generator`` draws the x_t (default: seeded 0, so the same images give the same
+        value). ``batch_size``: images x timesteps per network call [model.sample_batch_size].
+        Runs in eval mode (no dropout) and fp32, whatever the training precision.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            nats = self.diffusion.log_likelihood(self.net, x.to(self.device), timesteps, generator,
+                                                 int(batch_size or self.cfg.model.sample_batch_size))
+        finally:
+            self.train(was_training)
+        return {"nats": nats, "bound": "vlb"}
 
     @torch.no_grad()
     def trajectory(self, n: int, generator: torch.Generator, frames: int = 10, **options) -> torch.Tensor:

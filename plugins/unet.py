@@ -26,7 +26,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from einops.layers.torch import Rearrange
 from torch import nn
 
 from zoo import ZooError
@@ -122,9 +121,10 @@ class ConvNeXtBlock(nn.Module):
 
 
 def space_to_depth_down(dim_in: int, dim_out: int) -> nn.Module:
-    """Halve the resolution without losing pixels: 2x2 pixel-unshuffle, then a 1x1 conv."""
-    return nn.Sequential(Rearrange("b c (h p1) (w p2) -> b (c p1 p2) h w", p1=2, p2=2),
-                         nn.Conv2d(dim_in * 4, dim_out, 1))
+    """Halve the resolution without losing pixels: 2x2 pixel-unshuffle (channel order c, p1, p2:
+    ``b c (h p1) (w p2) -> b (c p1 p2) h w``), then a 1x1 conv. One native op instead of
+    einops' view + permute + reshape; same output, same parameters."""
+    return nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(dim_in * 4, dim_out, 1))
 
 
 def nearest_up(dim_in: int, dim_out: int) -> nn.Module:
@@ -224,8 +224,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        # One copy into (three, b, heads, pixels, d) order: the rearranged view has stride h*w on d,
+        # and scaled_dot_product_attention then falls back to its slow math kernel (a full score
+        # tensor, softmax, bmm); contiguous q, k, v take the fused (flash) kernel, forward and backward.
         q, k, v = rearrange(self.qkv(self.norm(x)), "b (three heads d) h w -> three b heads (h w) d",
-                            three=3, heads=self.heads)
+                            three=3, heads=self.heads).contiguous().unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h, w=w))
 

@@ -227,5 +227,204 @@ def test_tiny_preset_learns_on_real_mnist_and_samples_from_its_run(tmp_path):
                                "--out", str(tmp_path / "grid.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "grid.png").is_file()
+    res = runner.invoke(main, ["sample", str(out), "-n", "2", "--sampler", "dpm++", "--steps", "3",
+                               "--out", str(tmp_path / "dpm.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "dpm.png").is_file()
     res = runner.invoke(main, ["sample", str(out), "-n", "4", "--sampler", "heun", "--out", str(tmp_path / "x.png")])
-    assert res.exit_code == 2 and "sampler='heun' (in sampling options) is not one of ddpm, ddim" in res.output
+    assert res.exit_code == 2 and "sampler='heun' (in sampling options) is not one of ddpm, ddim, dpm++" in res.output
+
+
+# --- training recipe knobs -----------------------------------------------------------------------
+@pytest.mark.parametrize("objective", ["eps", "x0", "v"])
+def test_min_snr_weights_are_min_snr_gamma_on_the_x0_error(objective):
+    """Hang et al. 2023: the x0 error is weighted by min(SNR, gamma); for eps and v that weight is
+    rewritten through |eps - eps_hat|^2 = SNR |x0 - x0_hat|^2 and |v - v_hat|^2 = (SNR+1) |x0 - x0_hat|^2."""
+    from zoo_plugins.ddpm import min_snr_weights
+    d = Diffusion(1000, "linear", objective=objective, loss_weighting="min_snr", min_snr_gamma=5.0)
+    torch.manual_seed(0)
+    x0, noise = torch.rand(6, 1, 4, 4) * 2 - 1, torch.randn(6, 1, 4, 4)
+    t = torch.tensor([0, 50, 200, 400, 700, 999])
+    xt = d.q_sample(x0, t, noise)
+    out = d.target(x0, noise, t) + 0.1 * torch.randn(6, 1, 4, 4)  # an imperfect prediction
+    x0_error = (d.predict_x0(out, xt, t) - x0).square().flatten(1).mean(1)
+    own_error = (out - d.target(x0, noise, t)).square().flatten(1).mean(1)
+    abar = d.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    assert torch.allclose((d.loss_weights[t] * own_error).double(), snr.clamp(max=5.0) * x0_error.double(), rtol=1e-3)
+    w = min_snr_weights(abar, objective, 5.0)
+    assert torch.allclose(w, {"eps": snr.clamp(max=5) / snr, "x0": snr.clamp(max=5),
+                              "v": snr.clamp(max=5) / (snr + 1)}[objective])
+    assert snr[0] > 5 > snr[-1]  # the clip is active at low t and not at high t
+
+
+def test_weighted_loss_is_the_weighted_mean_of_per_image_errors():
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t):
+            seen["t"] = t.clone()
+            return torch.zeros_like(x)
+
+    d = Diffusion(1000, "linear", loss_weighting="min_snr", min_snr_gamma=2.0)
+    x0 = torch.zeros(64, 1, 4, 4)
+    torch.manual_seed(0)
+    loss = d.loss(Spy(), x0)
+    torch.manual_seed(0)
+    t = torch.randint(0, 1000, (64,))
+    noise = torch.randn_like(x0)
+    assert torch.equal(seen["t"], t)
+    expected = (noise.square().flatten(1).mean(1) * d.loss_weights[t]).mean()
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ZooError, match="model.loss_weighting='snr' is not one of none, min_snr"):
+        Diffusion(1000, loss_weighting="snr")
+    with pytest.raises(ZooError, match="model.min_snr_gamma=0 must be > 0"):
+        Diffusion(1000, loss_weighting="min_snr", min_snr_gamma=0)
+
+
+def test_low_discrepancy_timesteps_cover_every_stratum_and_are_each_uniform():
+    d = Diffusion(1000, "linear", timestep_sampling="low_discrepancy")
+    torch.manual_seed(0)
+    draws = torch.stack([d.sample_timesteps(8, "cpu") for _ in range(4000)])
+    assert draws.min() >= 0 and draws.max() <= 999
+    for row in draws[:50]:  # each batch has exactly one timestep in each of the 8 strata of width 125
+        assert sorted((row // 125).tolist()) == list(range(8))
+    # each position is marginally uniform on [0, 1000): mean 499.5, sd 288.7
+    assert draws.float().mean(0).sub(499.5).abs().max() < 4 * 288.7 / math.sqrt(4000)
+    counts = torch.bincount(draws[:, 0] // 100, minlength=10).float()
+    assert counts.min() > 0.8 * 400 and counts.max() < 1.2 * 400
+    with pytest.raises(ZooError, match="model.timestep_sampling='sobol' is not one of uniform, low_discrepancy"):
+        Diffusion(1000, timestep_sampling="sobol")
+
+
+def test_recipe_keys_are_declared_and_reach_the_diffusion():
+    model = tiny_model(**{"model.loss_weighting": "min_snr", "model.min_snr_gamma": 3.0,
+                          "model.timestep_sampling": "low_discrepancy"})
+    d = model.diffusion
+    assert (d.loss_weighting, d.min_snr_gamma, d.timestep_sampling) == ("min_snr", 3.0, "low_discrepancy")
+    cfg = model_config("ddpm")
+    assert (cfg.model.loss_weighting, cfg.model.min_snr_gamma, cfg.model.timestep_sampling, cfg.model.dpm_steps) \
+        == ("none", 5.0, "uniform", 20)
+    torch.manual_seed(0)
+    loss = model.training_loss(torch.rand(4, 1, 32, 32) * 2 - 1, "main")["loss"]
+    assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", ["ddpm-attention", "ddpm-convnext"])
+def test_native_28x28_trains_and_samples_with_three_levels(name, tmp_path):
+    """MNIST at its native size: levels 28/14/7, attention at 14 (no padding to 32)."""
+    sets = MNIST_SETS + ["data.image_size=28", "model.attn_resolutions=[14]", "model.timesteps=50",
+                         "model.loss_weighting=min_snr", "model.timestep_sampling=low_discrepancy",
+                         "trainer.max_steps=3", "trainer.log_every=1", "trainer.sample_every=0",
+                         "trainer.checkpoint_every=0", "trainer.n_samples=4"]
+    result = zoo.train(name, preset="tiny", out=tmp_path / "run", quiet=True, sets=sets)
+    assert result.status == "finished"
+    model = zoo.load_run(tmp_path / "run")
+    assert model.image_shape == (1, 28, 28)
+    assert model.sample(2, torch.Generator().manual_seed(0), sampler="dpm++", steps=3).shape == (2, 1, 28, 28)
+
+
+# --- likelihood: the variational bound ----------------------------------------------------------
+def test_discretized_gaussian_bins_sum_to_one_and_match_the_normal_cdf():
+    from zoo_plugins.ddpm import discretized_gaussian_log_likelihood
+    levels = torch.arange(256, dtype=torch.float64) / 255 * 2 - 1
+    for mean, std in ((0.0, 0.5), (0.3, 1e-3), (-0.9, 0.05), (1.7, 0.2), (-3.0, 0.1), (0.0, 5.0), (0.51, 1e-5)):
+        logp = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), std)
+        assert torch.isfinite(logp).all() and (logp <= 0).all()
+        assert torch.logsumexp(logp, 0).item() == pytest.approx(0.0, abs=1e-9), (mean, std)
+    # one interior bin by hand: Phi((x + 1/255 - mu) / s) - Phi((x - 1/255 - mu) / s)
+    Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    x, mu, s = levels[140].item(), 0.05, 0.03
+    by_hand = math.log(Phi((x + 1 / 255 - mu) / s) - Phi((x - 1 / 255 - mu) / s))
+    got = discretized_gaussian_log_likelihood(levels[140:141], torch.tensor([mu], dtype=torch.float64), s)
+    assert got.item() == pytest.approx(by_hand, rel=1e-10)
+    # the edge bins extend to infinity: +1 keeps everything above its lower edge
+    top = discretized_gaussian_log_likelihood(torch.tensor([1.0]), torch.tensor([3.0]), 0.5)
+    assert top.item() == pytest.approx(math.log(1 - Phi((1 - 1 / 255 - 3.0) / 0.5)), rel=1e-10)
+
+
+def test_bound_of_a_perfect_denoiser_is_the_decoder_and_prior_terms_by_hand():
+    """A network that always returns the true x0 makes every KL term of the bound zero,
+    leaving -L_T + log p(x0 | x1), which the test writes out from the closed forms."""
+    x_star = torch.tensor([-1.0, -0.2, 0.0 + 2 / 255, 1.0]).view(1, 1, 2, 2)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, t):
+            return x_star.expand_as(x)
+
+    d = Diffusion(1000, "linear", objective="x0")
+    nats = d.log_likelihood(Oracle(), x_star, generator=torch.Generator().manual_seed(0))
+    abar = torch.cumprod(1 - beta_schedule("linear", 1000), 0)
+    a_T = abar[-1].item()
+    prior = sum(0.5 * (a_T * v ** 2 + (1 - a_T) - 1 - math.log(1 - a_T)) for v in x_star.flatten().tolist())
+    var1 = (beta_schedule("linear", 1000)[1] * (1 - abar[0]) / (1 - abar[1])).item()  # beta-tilde, 2nd step
+    s = math.sqrt(float(torch.tensor(var1).float()))
+    Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    edge = math.log(Phi(1 / 255 / s))                       # x = -1 or +1: one side open
+    inner = math.log(Phi(1 / 255 / s) - Phi(-1 / 255 / s))  # an interior level, mean on it
+    assert nats.shape == (1,) and nats.dtype == torch.float64
+    assert nats.item() == pytest.approx(2 * edge + 2 * inner - prior, rel=1e-6)
+
+
+def test_stratified_kl_terms_are_all_terms_or_an_unbiased_sample():
+    d = Diffusion(100, "linear")
+    t, w = d.vlb_timesteps(None, 3, torch.Generator(), "cpu")
+    assert t.shape == (99, 3) and torch.equal(t[:, 0], torch.arange(1, 100)) and torch.all(w == 1)
+    t, w = d.vlb_timesteps(7, 2000, torch.Generator().manual_seed(0), "cpu")
+    assert t.shape == (7, 2000) and torch.all(w.sum(0) == 99) and t.min() >= 1 and t.max() <= 99
+    assert torch.all(t.diff(dim=0) > 0)  # one per stratum, strata in order
+    t50, w50 = Diffusion(1000).vlb_timesteps(50, 4, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(t50[:10], torch.arange(1, 11)[:, None].expand(10, 4))  # the first terms exactly
+    assert torch.all(w50.diff(dim=0) >= 0) and w50[-1, 0] > 50  # strata grow with t
+    f = torch.arange(100, dtype=torch.float64) ** 2  # E[sum_j w_j f(t_j)] = sum_{t=1}^{99} f(t)
+    estimate = (w * f[t]).sum(0)
+    assert estimate.mean().item() == pytest.approx(f[1:].sum().item(), rel=3 * estimate.std().item()
+                                                   / math.sqrt(2000) / f[1:].sum().item())
+    with pytest.raises(ZooError, match="timesteps=100 must be between 1 and model.timesteps - 1 = 99"):
+        d.vlb_timesteps(100, 1, torch.Generator(), "cpu")
+
+
+def test_sampled_bound_estimates_the_full_bound():
+    """With a fixed (non-trivial) network, the mean of K-term estimates matches the full sum's mean."""
+    d = Diffusion(30, "linear")
+
+    class Shrink(torch.nn.Module):  # predicts half the input as the noise: a poor but smooth model
+        def forward(self, x, t):
+            return 0.5 * x
+
+    x = (torch.randint(0, 256, (1, 1, 2, 2)).float() / 255 * 2 - 1).expand(3000, 1, 2, 2)
+    g = torch.Generator().manual_seed(0)
+    full = d.log_likelihood(Shrink(), x, generator=g, batch_size=10**6)
+    sampled = d.log_likelihood(Shrink(), x, timesteps=4, generator=g, batch_size=10**6)
+    se = math.sqrt(full.var().item() / 3000 + sampled.var().item() / 3000)
+    assert abs(full.mean().item() - sampled.mean().item()) < 4 * se
+    assert sampled.std() > full.std()  # fewer terms: the price is variance, not bias
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddpm-nll") / "run"
+    zoo.train("ddpm", preset="tiny", out=out, quiet=True,
+              sets=MNIST_SETS + ["trainer.max_steps=80", "trainer.log_every=20", "trainer.sample_every=0",
+                                 "trainer.checkpoint_every=0", "trainer.n_samples=4"])
+    return out
+
+
+def test_trained_tiny_ddpm_has_a_better_bound_than_an_untrained_one(trained_tiny_run):
+    from zoo.data import load_images, to_model_input
+    trained = zoo.load_run(trained_tiny_run)
+    untrained = create_model("ddpm", model_config("ddpm", preset="tiny", sets=MNIST_SETS)).eval()
+    cfg = trained.cfg
+    x = to_model_input(load_images(cfg.data, "holdout")[:6], 32, 1, trained.data_range)  # padded 28 -> 32
+    out = trained.log_likelihood(x, timesteps=100, generator=torch.Generator().manual_seed(0))
+    assert out["bound"] == "vlb" and out["nats"].shape == (6,)
+    bpd = lambda nats: (-nats / (28 * 28 * math.log(2))).mean().item()  # noqa: E731  native dims
+    trained_bpd = bpd(out["nats"])
+    untrained_bpd = bpd(untrained.log_likelihood(x, timesteps=100, generator=torch.Generator().manual_seed(0))["nats"])
+    assert 0 < trained_bpd < 0.8 * untrained_bpd, (trained_bpd, untrained_bpd)
+    # deterministic given the generator; another draw gives another estimate
+    again = trained.log_likelihood(x, timesteps=100, generator=torch.Generator().manual_seed(0))["nats"]
+    assert torch.equal(out["nats"], again)
+    assert not torch.equal(out["nats"], trained.log_likelihood(x, timesteps=100,
+                                                               generator=torch.Generator().manual_seed(1))["nats"])
+    assert trained.training is False

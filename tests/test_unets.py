@@ -15,7 +15,7 @@ def small(kind, channels, size, mults=(1, 2, 2)):
 
 
 @pytest.mark.parametrize("kind", ["attention", "convnext"])
-@pytest.mark.parametrize("channels,size", [(1, 32), (3, 16), (3, 24), (2, 8)])
+@pytest.mark.parametrize("channels,size", [(1, 32), (1, 28), (3, 16), (3, 24), (2, 8)])
 def test_unet_maps_images_and_timesteps_to_same_shape(kind, channels, size):
     torch.manual_seed(0)
     net = small(kind, channels, size)
@@ -74,3 +74,32 @@ def test_named_variants_build_their_unet_on_three_channels():
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         loss = model.training_loss(x, "main")["loss"]
         assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+def test_self_attention_is_multi_head_softmax_attention_on_contiguous_inputs(monkeypatch):
+    """The layer computes x + proj(softmax(q k^T / sqrt(d)) v) per head, and hands
+    scaled_dot_product_attention contiguous q, k, v (strided ones send it to the slow math kernel)."""
+    from einops import rearrange
+
+    import zoo_plugins.unet as unet
+    torch.manual_seed(0)
+    layer = unet.SelfAttention(16, heads=4, groups=4)
+    torch.nn.init.normal_(layer.proj.weight, 0, 0.3)  # zero-initialised: make the branch count
+    x = torch.randn(2, 16, 6, 5)
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append([t.is_contiguous() for t in (q, k, v)])
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(unet.F, "scaled_dot_product_attention", spy)
+    out = layer(x)
+    assert seen == [[True, True, True]]
+    # by hand: heads of d = 4 channels, attention over the 30 pixels
+    qkv = layer.qkv(layer.norm(x)).view(2, 3, 4, 4, 30)  # (b, three, heads, d, pixels)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / 2.0, dim=-1)
+    heads = torch.einsum("bhij,bhdj->bhdi", weights, v)
+    expected = x + layer.proj(rearrange(heads, "b h d (y x) -> b (h d) y x", y=6))
+    assert torch.allclose(out, expected, atol=1e-5)
