@@ -16,7 +16,7 @@ import zoo
 from conftest import MNIST_SETS, REPO
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 from zoo.cli import main
-from zoo.registry import registry
+from zoo.registry import registry, use_registry
 
 SETS = [a for s in MNIST_SETS for a in ("--set", s)]
 # `python -c BOOT SITE MODULE ARGS...` runs `python -m MODULE ARGS...` with SITE processed as a site directory
@@ -39,18 +39,32 @@ def run_with_site(site_dir, module, *args, cwd=None, timeout=180):
                           env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def presets_of(listing: str, model: str) -> dict:
+    """``{preset: help}`` from the ``--preset`` lines under MODEL's row of `zoo list`."""
+    lines = listing.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(f"{model} "))
+    found = {}
+    for line in lines[i + 1:]:
+        m = re.match(r"  --preset (\S+)\s+\S+\s*(.*)$", line)
+        if not m:
+            break
+        found[m.group(1)] = m.group(2)
+    return found
+
+
 def metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture
 def fresh_registry(tmp_path):
-    """Forget the plugin modules a test imported from tmp_path, and reload the registry after it."""
+    """Forget the plugin modules a test imported from tmp_path, and give back the registry from before it."""
+    before = use_registry(None)
     yield
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
             del sys.modules[name]
-    registry(reload=True)
+    use_registry(before)
 
 
 # --- zoo plugins new ------------------------------------------------------------------------------
@@ -98,7 +112,9 @@ def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
     listing = run_with_site(site_dir, "zoo", "list")
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if line.startswith("my-flow "))
-    assert row.split()[1:3] == ["vae", "my-flow"] and "tiny" in row
+    assert row.split()[1:3] == ["vae", "my-flow"] and "tiny" in presets_of(listing.stdout, "my-flow")
+    check = run_with_site(site_dir, "zoo", "plugins", "--check")
+    assert check.returncode == 0 and re.search(r"^my-flow\s+zoo-my-flow\s+0\.1\.0", check.stdout, re.M), check.stdout
 
     train = run_with_site(site_dir, "zoo", "train", "my-flow", "--preset", "tiny", *SETS, "--set",
                           "trainer.max_steps=100", "--out", tmp_path / "run")
@@ -157,7 +173,7 @@ def test_wgan_gp_is_discovered_like_a_builtin(wgan_gp_installed):
                and p.version == wgan_gp_installed.version for p in reg.plugins)
     code, out = run("list")
     row = next(line for line in out.splitlines() if line.startswith("wgan-gp "))
-    assert code == 0 and "Gulrajani" in row and "tiny" in row
+    assert code == 0 and "Gulrajani" in row and "tiny" in presets_of(out, "wgan-gp")
     code, out = run("plugins")
     assert code == 0 and re.search(r"wgan-gp\s+zoo-wgan-gp\s+0\.1\.0\s+zoo_wgan_gp\s+wgan-gp", out)
 
@@ -208,6 +224,14 @@ BROKEN = {
         def zoo_register_model(register):
             register(Toy, name="typo")
     """,
+    "halfway": """
+        from zoo import hookimpl
+        from toyzoo import Toy
+        @hookimpl
+        def zoo_register_models(register):
+            register(Toy, name="halfway-ok")
+            raise ValueError("gave up after one model")
+    """,
     "newerapi": "ZOO_API = 2\n",
     "olderapi": "ZOO_API = 0\n",
     "strapi": "ZOO_API = '1'\n",
@@ -218,6 +242,7 @@ EXPECTED = {
     "zdupe": "model name 'toy' is already registered by plugin 'toy'",
     "nosample": "model 'nosample' breaks the contract: NoSample does not implement sample()",
     "typo": "zoo_register_model() is not a zoo hook, so it is never called (did you mean zoo_register_models?)",
+    "halfway": "zoo_register_models raised ValueError: gave up after one model",
     "newer": "needs zoo plugin API 2, this zoo provides 1 (upgrade zoo)",
     "older": "needs zoo plugin API 0, this zoo provides 1 (upgrade the plugin)",
     "strapi": "ZOO_API = '1' is not an integer",
@@ -229,20 +254,68 @@ EXPECTED = {
 def broken_env(tmp_path, monkeypatch, fresh_registry):
     root = toy_dist(tmp_path / "site")
     make_dist(root, "zoo-broken", {"broken-import": "brokenimport", "raising": "raisinghook", "zdupe": "dupeplugin",
-                                   "nosample": "nosample", "typo": "typohook", "newer": "newerapi",
+                                   "nosample": "nosample", "typo": "typohook", "halfway": "halfway", "newer": "newerapi",
                                    "older": "olderapi", "strapi": "strapi", "datasets": "never_imported"}, BROKEN)
     monkeypatch.syspath_prepend(str(root))
     registry(reload=True)
     return root
 
 
-def test_zoo_plugins_names_each_broken_plugin_and_why(broken_env):
+def test_zoo_plugins_names_each_broken_plugin_once_and_why(broken_env):
     code, out = run("plugins")
     assert code == 0
-    failed = out.split("\nfailed:\n", 1)[1]
+    table, failed = out.split("\nfailed:\n", 1)
     for plugin, reason in EXPECTED.items():
         assert f"  {plugin}: {reason}" in failed, (plugin, failed)
-    assert re.search(r"^toy\s+zoo-toy\s+0\.1\.0", out, re.M)  # the good plugin of the same environment
+        assert not re.search(rf"^{plugin}\s+zoo-broken", table, re.M), plugin  # listed once: not as loaded too
+    assert re.search(r"^toy\s+zoo-toy\s+0\.1\.0", table, re.M)  # the good plugin of the same environment
+    assert re.search(r"^datasets\s+zoo\s", table, re.M)  # zoo's own `datasets`, not the impostor's name clash
+    assert "(still adds: halfway-ok)" in failed and "Traceback" not in out
+    assert "`zoo plugins -v` shows the tracebacks" in out
+
+
+def test_zoo_plugins_check_json_and_tracebacks(broken_env, monkeypatch):
+    code, out = run("plugins", "--check")
+    assert code == 1 and "  raising: zoo_register_models raised RuntimeError: boom in hook" in out
+
+    code, out = run("plugins", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["ok"] is False and report["api_version"] == zoo.API_VERSION
+    plugins = {(p["name"], p["distribution"]): p for p in report["plugins"]}
+    assert len(plugins) == len(report["plugins"])  # each plugin once
+    toy = plugins["toy", "zoo-toy"]
+    assert (toy["status"], toy["version"], toy["module"], toy["failures"]) == ("ok", "0.1.0", "toyzoo", [])
+    assert toy["adds"] == {"models": ["toy", "toygan"], "datasets": [], "extractors": []}
+    raising = plugins["raising", "zoo-broken"]
+    assert raising["status"] == "failed" and raising["module"] == "raisinghook"
+    (failure,) = raising["failures"]
+    assert failure["error"] == EXPECTED["raising"]
+    assert 'raisinghook.py", line' in failure["traceback"] and "RuntimeError: boom in hook" in failure["traceback"]
+    assert "zoo/registry.py" not in failure["traceback"]  # the plugin's frames, not zoo's guard
+    assert plugins["halfway", "zoo-broken"]["adds"]["models"] == ["halfway-ok"]
+    assert plugins["broken-import", "zoo-broken"]["module"] == "brokenimport"
+    assert "ModuleNotFoundError" in plugins["broken-import", "zoo-broken"]["failures"][0]["traceback"]
+    assert plugins["datasets", "zoo"]["status"] == "ok" and plugins["datasets", "zoo-broken"]["status"] == "failed"
+    assert {p["status"] for p in report["plugins"] if p["distribution"] == "zoo"} == {"ok"}
+
+    code, out = run("plugins", "--json", "--check")
+    assert code == 1 and json.loads(out)["ok"] is False
+
+    code, out = run("plugins", "-v")
+    assert code == 0 and "Traceback (most recent call last):" in out and 'raisinghook.py", line' in out
+
+
+def test_strict_plugins_make_a_failure_an_error_with_its_traceback(broken_env, monkeypatch):
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+    code, out = run("list")
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("error: plugin 'broken-import' failed: failed to import brokenimport")
+    assert "[ZOO_STRICT_PLUGINS=1 makes this an error]" in lines[-1] and "more: `zoo plugins` lists them" in lines[-1]
+    assert 'raisinghook.py", line' in out and "RuntimeError: boom in hook" in out
+    code, out = run("plugins")  # still lists everything, with tracebacks, and fails like --check
+    assert code == 1 and "Traceback (most recent call last):" in out and re.search(r"^toy\s+zoo-toy", out, re.M)
 
 
 def test_other_models_list_and_train_while_broken_plugins_are_installed(broken_env, tmp_path):

@@ -55,10 +55,7 @@ import torch
 from torch import nn
 
 from .config import Key
-
-API_VERSION = 1
-"""Bumped when the contract changes incompatibly. A plugin module may set
-``ZOO_API = 1``; the registry refuses plugins built for another major version."""
+from .hookspecs import API_VERSION  # noqa: F401 - defined with the hooks (no torch there); re-exported
 
 
 class ZooModel(nn.Module):
