@@ -15,7 +15,10 @@ from click.testing import CliRunner
 import zoo
 from conftest import MNIST_SETS, REPO
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
+from zoo import hookimpl
 from zoo.cli import main
+from zoo.extractors import mnist_extractor
+from zoo.testing import check_dataset, check_extractor, registry_with
 from zoo.registry import registry, use_registry
 
 SETS = [a for s in MNIST_SETS for a in ("--set", s)]
@@ -335,3 +338,204 @@ def test_disabling_a_plugin_by_name(broken_env, monkeypatch):
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "raising,newer")
     failed = {f.plugin for f in registry(reload=True).failures}
     assert "raising" not in failed and "newer" not in failed and "zdupe" in failed
+
+
+# --- start-up: `zoo --help` and a cached `zoo list` import no torch ---------------------------------------
+HELP_PROBE = """
+import sys
+from zoo.cli import main
+for args in {commands!r}:
+    try:
+        main(args, prog_name="zoo", standalone_mode=False)
+    except SystemExit:
+        pass
+import zoo
+from zoo import hookimpl, ZooError, API_VERSION
+print("HEAVY:", sorted(m for m in ("torch", "numpy", "yaml", "torchvision", "zoo.contract") if m in sys.modules))
+"""
+COMMANDS = [["--help"], ["list", "--help"], ["plugins", "--help"], ["plugins", "new", "--help"], ["train", "--help"],
+            ["sample", "--help"], ["eval", "--help"], ["eval-net", "--help"], ["compare", "--help"],
+            ["show-config", "--help"]]
+
+
+def test_help_of_every_command_imports_no_torch():
+    """`zoo --help` / `zoo COMMAND --help` stay fast (benchmarks/cli_speed.py times them): no heavy import."""
+    assert {c[0] for c in COMMANDS if c[0] != "--help"} == set(main.commands)  # every command is probed
+    probe = subprocess.run([sys.executable, "-c", HELP_PROBE.format(commands=COMMANDS)], env=subprocess_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert "Usage: zoo train [OPTIONS] [MODEL]" in probe.stdout and "Usage: zoo list [OPTIONS] [MODEL]" in probe.stdout
+    assert probe.stdout.strip().splitlines()[-1] == "HEAVY: []"
+
+
+def test_zoo_list_is_cached_and_refreshed_when_a_plugin_changes(tmp_path, monkeypatch, fresh_registry):
+    from zoo.catalog import cache_path, listing
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    root = toy_dist(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(root))
+    use_registry(None)
+    snap, how = listing()
+    assert how == "refreshed" and cache_path().is_file() and "toy" in {m["name"] for m in snap["models"]}
+    use_registry(None)  # a new process: nothing loaded
+    assert listing() == (snap, "cached")
+    module = root / "toyzoo.py"
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))  # the plugin was edited
+    use_registry(None)
+    assert listing()[1] == "refreshed"
+    use_registry(None)
+    assert listing()[1] == "cached"
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "toy")
+    use_registry(None)
+    snap, how = listing()
+    assert how == "refreshed" and "toy" not in {m["name"] for m in snap["models"]}
+    monkeypatch.delenv("ZOO_DISABLE_PLUGINS")
+    make_dist(root, "zoo-broken", {"raising": "raisinghook"}, {"raisinghook": BROKEN_SOURCES["raisinghook"]})
+    for _ in range(2):  # a listing with a failure is never reused: the fix may be a newly installed dependency
+        use_registry(None)
+        snap, how = listing()
+        assert how == "refreshed" and snap["failures"][0]["plugin"] == "raising"
+
+    # the real thing, in a fresh process: the second `zoo list` reads the cache and imports no torch
+    (root / "zoo_broken-0.1.0.dist-info" / "entry_points.txt").write_text("[zoo.plugins]\n")
+    probe = ("import sys; from zoo.cli import main\ntry:\n    main(['list'], prog_name='zoo')\nexcept SystemExit:\n"
+             "    pass\nprint('torch' in sys.modules)")
+    env = subprocess_env(ZOO_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(root))
+    outs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
+            for _ in range(2)]
+    assert [o.stdout.strip().splitlines()[-1] for o in outs] == ["True", "False"], [o.stderr for o in outs]
+    assert outs[0].stdout == outs[1].stdout.replace("False", "True") and "toy two-phase model" in outs[1].stdout
+
+
+# --- zoo list: presets, and one model in detail ----------------------------------------------------------
+class Described:
+    """Hand-declared settings, presets and sampling options, as `zoo list` shows them."""
+
+    @hookimpl
+    def zoo_register_models(self, register):
+        from toyzoo import Toy
+
+        from zoo import Key
+
+        class Shown(Toy):
+            description = "a model with everything declared"
+            config = {**Toy.config, "model": {**Toy.config["model"],
+                                              "depth": Key(3, "number of conv blocks", ge=1),
+                                              "mode": Key("fast", "how to run", choices=("fast", "slow"))}}
+            presets = {"tiny": {"trainer": {"max_steps": 30}}, "wide": {"model": {"width": 32}}}
+            preset_help = {"tiny": "smoke test: seconds on a CPU", "wide": "4x the channels"}
+            sample_options = {"temperature": Key(1.0, "scale of the latent noise", gt=0)}
+        register(Shown, name="shown")
+        register(Shown, name="shown-slow", config={"model": {"mode": "slow"}})
+
+
+def test_zoo_list_shows_presets_and_one_model_in_detail(tmp_path, monkeypatch, fresh_registry):
+    monkeypatch.syspath_prepend(str(toy_dist(tmp_path / "site")))
+    with registry_with("datasets", "vae", "ddpm", described=Described()):
+        code, out = run("list")
+        assert code == 0, out
+        assert presets_of(out, "shown") == {"tiny": "smoke test: seconds on a CPU", "wide": "4x the channels"}
+        assert "tiny" in presets_of(out, "vae") and "tiny" in presets_of(out, "ddpm")
+        assert re.search(r"^mnist\s+datasets\s+1x28x28\s+train,test\s+mnist\s", out, re.M)  # its extractor
+
+        code, out = run("list", "shown-slow")
+        assert code == 0, out
+        assert out.startswith("shown-slow: a model with everything declared\nfamily toy, plugin described, ")
+        assert re.search(r"^  wide\s+\S+\s+4x the channels$", out, re.M)
+        assert re.search(r"^  model\.depth\s+3\s+int >= 1\s+number of conv blocks$", out, re.M)
+        assert re.search(r"^  model\.mode\s+slow\s+one of: fast, slow\s+how to run$", out, re.M)  # the variant's
+        assert re.search(r"^  model\.width\s+8\s+int$", out, re.M)  # a plain value: its type, no help yet
+        assert "trainer.max_steps=40" in out
+        assert re.search(r"^  temperature\s+1\.0\s+float > 0\s+scale of the latent noise$", out, re.M)
+
+        code, out = run("list", "ddpm")
+        assert code == 0 and re.search(r"^  steps\s", out, re.M) and re.search(r"^  sampler\s", out, re.M)
+        code, out = run("list", "vae")
+        assert code == 0 and "sampling options: none" in out
+        code, out = run("list", "shwon")
+        assert code == 2 and out.strip() == ("error: unknown model 'shwon' (did you mean 'shown' or 'shown-slow'?) "
+                                             "-- `zoo list` shows the 6 available")
+
+
+# --- zoo.testing's checks for datasets and extractors, and the zoo_registry fixture -----------------------
+def test_builtin_dataset_and_extractor_pass_their_checks(mnist_root):
+    images = check_dataset("mnist", sets=[*MNIST_SETS, f"data.root={mnist_root}"])
+    assert images.shape == (10000, 1, 28, 28)
+    ext = check_extractor("mnist", images=images[:32])
+    assert ext.input_channels == 1
+
+
+def good_loader(root, split, download):
+    if not (Path(root) / "marker").exists():
+        raise zoo.ZooError(f"no data in {root}")
+    return torch.arange(4 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(4, 1, 28, 28)
+
+
+def channels_last_loader(root, split, download):
+    return good_loader(root, split, download).permute(0, 2, 3, 1)
+
+
+def random_loader(root, split, download):
+    good_loader(root, split, download)
+    return torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+
+
+def careless_loader(root, split, download):
+    return torch.load(Path(root) / "marker" / "images.pt")  # FileNotFoundError when missing
+
+
+class Datasets:
+    @hookimpl
+    def zoo_register_datasets(self, register):
+        register("good", good_loader, channels=1, image_size=28, description="fine")
+        register("nhwc", channels_last_loader, channels=1, image_size=28, description="wrong layout")
+        register("random", random_loader, channels=1, image_size=28, description="not deterministic")
+        register("careless", careless_loader, channels=1, image_size=28, description="wrong error")
+        register("nodesc", good_loader, channels=1, image_size=28)
+        register("wrong-extractor", good_loader, channels=1, image_size=28, description="x", extractor="nope")
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("nhwc", r"the loader returns \(4, 28, 28, 1\): 28 channels, registered channels=1"),
+    ("random", "loading the split twice gave other images"),
+    ("careless", "with no files the loader raised FileNotFoundError"),
+    ("nodesc", "has no description"),
+    ("wrong-extractor", "declares extractor 'nope', which is not registered"),
+])
+def test_check_dataset_catches_broken_datasets(tmp_path, zoo_registry, name, problem):
+    (tmp_path / "marker").mkdir()
+    torch.save(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), tmp_path / "marker" / "images.pt")
+    zoo_registry("extractors", datasets=Datasets())
+    assert check_dataset("good", root=tmp_path).shape == (4, 1, 28, 28)
+    with pytest.raises(AssertionError, match=f"dataset '{name}': {problem}"):
+        check_dataset(name, root=tmp_path)
+
+
+def batch_dependent_extractor():
+    ext = mnist_extractor()
+    ext.net.train()  # BatchNorm-free network: emulate batch statistics by centring over the batch
+    forward = ext.forward
+    ext.forward = lambda x: tuple(t - t.mean(0, keepdim=True) for t in forward(x))
+    return ext
+
+
+def test_check_extractor_catches_broken_extractors(zoo_registry):
+    class Extractors:
+        @hookimpl
+        def zoo_register_extractors(self, register):
+            register("batchy", batch_dependent_extractor, description="features depend on the batch")
+            register("notone", lambda: torch.nn.Linear(2, 2), description="not a torch-fidelity extractor")
+    zoo_registry(extractors=Extractors())
+    with pytest.raises(AssertionError, match="extractor 'batchy': an image's 'features' features depend on the rest"):
+        check_extractor("batchy")
+    with pytest.raises(AssertionError, match="extractor 'notone': factory returned Linear, not a torch_fidelity"):
+        check_extractor("notone")
+
+
+def test_zoo_registry_fixture_gives_a_fresh_registry(zoo_registry):
+    outer = registry()
+    reg = zoo_registry("datasets")
+    assert registry() is reg is not outer and not reg.models and "mnist" in reg.datasets
+    with pytest.raises(zoo.ZooError, match="unknown model 'vae'"):
+        zoo.create_model("vae")
+    inner = zoo_registry("vae", "datasets")
+    assert registry() is inner and list(inner.models) == ["vae"]

@@ -474,7 +474,7 @@ def model_config(name: str, preset: str | None = None, file=None, sets=(), overr
     return cfg
 
 
-def create_model(name: str, cfg=None, **sets):
+def create_model(name: str, cfg=None, **sets) -> ZooModel:
     """Build model ``name`` (timm-style): ``create_model("vae", **{"model.latent": 8})``.
     ``cfg`` is a resolved config; keyword arguments are ``--set`` style overrides."""
     if cfg is None:

@@ -28,12 +28,17 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 
 from .contract import ZooModel
 from .errors import ZooError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_fidelity import FeatureExtractorBase
+
+    from .registry import Registry
 
 __all__ = ["check_model_contract", "check_dataset", "check_extractor", "registry_with"]
 
@@ -293,7 +298,7 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
 
 
 def check_extractor(name: str, *, options: dict | None = None, images: torch.Tensor | None = None,
-                    n: int = 16) -> Any:
+                    n: int = 16) -> FeatureExtractorBase:
     """Check feature extractor ``name`` (a registered extractor) as zoo's evaluation harness uses it;
     returns the extractor. ``options`` are passed to its factory; ``images`` (uint8 ``(N, C, H, W)``)
     default to seeded noise of the extractor's input size.
@@ -365,7 +370,7 @@ def check_extractor(name: str, *, options: dict | None = None, images: torch.Ten
 
 
 @contextlib.contextmanager
-def registry_with(*plugins: Any, **named: Any) -> Iterator[Any]:
+def registry_with(*plugins: Any, **named: Any) -> Iterator[Registry]:
     """A fresh :class:`zoo.registry.Registry` holding only the given plugins, used as zoo's registry
     (``zoo.create_model``, ``zoo.load_dataset``, the checks above, in-process CLI calls) inside the
     block; the previous registry comes back afterwards.
