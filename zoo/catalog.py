@@ -10,7 +10,8 @@ and rewrites the cache. The cache is keyed by what could change the listing: the
 entry points (name, module, distribution, version), the modification times of zoo's own modules and
 of each plugin module's folder, the Python environment and machine (presets may depend on the
 device), ``ZOO_PLUGINS`` / ``ZOO_DISABLE_PLUGINS`` and the user config file. A snapshot that holds a
-plugin failure is never reused (installing a missing dependency changes none of the keys).
+plugin failure is never reused (installing a missing dependency changes none of the keys), and
+``ZOO_STRICT_PLUGINS=1`` always loads the plugins.
 The cache lives in ``$ZOO_CACHE``, else ``~/.cache/zoo``; ``zoo list --refresh`` rebuilds it.
 """
 from __future__ import annotations
@@ -149,7 +150,8 @@ def listing(refresh: bool = False, on_build=None) -> tuple[dict, str]:
     if loaded is not None and loaded.loaded():
         return snapshot(loaded.registry()), "live"
     path, key = cache_path(), None
-    if not refresh:
+    strict = os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")  # a plugin author: live
+    if not (refresh or strict):
         key = cache_key()
         try:
             stored = json.loads(path.read_text())

@@ -162,12 +162,7 @@ class Registry:
                            distribution=dist_name)
                 continue
             loaded.append((module, ep.name, version, dist_name))
-        # pluggy calls the implementation registered last first: register in reverse, so that zoo's own
-        # plugins run first, then the others by name (the first to register a name keeps it)
-        for module, name, version, dist_name in reversed(loaded):
-            self._register(module, name, version, dist_name)
-        self.plugins.reverse()
-        self._call_hooks()
+        self._add(loaded)  # zoo's own first, then the others by name: the first to register a name keeps it
         return self
 
     def add_plugin(self, module: Any, name: str, version: str = "?", distribution: str = "?") -> None:
@@ -177,11 +172,17 @@ class Registry:
     def add_plugins(self, plugins, version: str = "?", distribution: str = "?") -> None:
         """Register plugin objects ``[(module_or_instance, name), ...]`` and call each hook once for them
         together (so ``tryfirst``/``trylast`` order them; listed order otherwise), not for earlier ones."""
-        before = list(self.pm.get_plugins())
-        for module, name in plugins:
+        plugins = [(module, name, version, distribution) for module, name in plugins]
+        for module, name, _, _ in plugins:
             self.attempted.append(PluginInfo(name, getattr(module, "__name__", repr(module)), version, distribution))
+        self._add(plugins)
+
+    def _add(self, plugins: list[tuple[Any, str, str, str]]) -> None:
+        """Register ``(module, name, version, distribution)`` plugins and call each hook once for them
+        (not for plugins registered before), in the listed order unless tryfirst/trylast say otherwise."""
+        before = list(self.pm.get_plugins())
         added = len(self.plugins)
-        for module, name in reversed(list(plugins)):  # pluggy calls the last registered first
+        for module, name, version, distribution in reversed(plugins):  # pluggy calls the last registered first
             self._register(module, name, version, distribution)
         self.plugins[added:] = self.plugins[added:][::-1]
         if len(self.plugins) > added:
