@@ -1,5 +1,6 @@
 """The third-party plugin experience, through the real entry-point mechanism: `zoo plugins new`, the guide's
 example plugin, the WGAN-GP example package (installed like any third-party package) and plugin isolation."""
+import importlib.util
 import json
 import os
 import re
@@ -380,11 +381,24 @@ def test_zoo_list_is_cached_and_refreshed_when_a_plugin_changes(tmp_path, monkey
     use_registry(None)  # a new process: nothing loaded
     assert listing() == (snap, "cached")
     module = root / "toyzoo.py"
-    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))  # the plugin was edited
-    use_registry(None)
+
+    def edit():
+        os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))
+        use_registry(None)
+    edit()
     assert listing()[1] == "refreshed"
     use_registry(None)
     assert listing()[1] == "cached"
+    # a module of the same name imported from elsewhere (as a test session does) does not hide the edit
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "toyzoo.py").write_text("")
+    elsewhere = importlib.util.spec_from_file_location("toyzoo", tmp_path / "elsewhere" / "toyzoo.py")
+    monkeypatch.setitem(sys.modules, "toyzoo", importlib.util.module_from_spec(elsewhere))
+    use_registry(None)
+    listing()
+    edit()
+    assert listing()[1] == "refreshed"
+    monkeypatch.delitem(sys.modules, "toyzoo")
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "toy")
     use_registry(None)
     snap, how = listing()

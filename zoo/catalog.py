@@ -130,13 +130,26 @@ def cache_key() -> dict:
 
 def _module_files(module: str) -> Path | None:
     """The folder whose ``*.py`` files make up plugin ``module`` (its package), or its one file.
-    Found without importing the module (its parent packages are imported, as Python must)."""
-    import importlib.util
-    try:
-        spec = importlib.util.find_spec(module)
-    except Exception:  # noqa: BLE001 - a broken plugin: the live registry will say why
-        return None
-    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+
+    Found the way ``import`` finds it (the finders of ``sys.meta_path``, editable installs included) but
+    without importing anything, parent packages included, and without ``sys.modules`` (which may hold a
+    module of that name from elsewhere)."""
+    spec, path = None, None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        spec = None
+        for finder in sys.meta_path:
+            try:
+                spec = finder.find_spec(name, path)
+            except Exception:  # noqa: BLE001 - a broken finder or plugin: the live registry will say why
+                spec = None
+            if spec is not None:
+                break
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    if not spec.origin or spec.origin in ("built-in", "frozen"):
         return None
     origin = Path(spec.origin)
     return origin.parent if (spec.submodule_search_locations or "." in module) else origin
