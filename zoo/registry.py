@@ -229,7 +229,7 @@ class Registry:
     def _guard(self, plugin: str, hook: str, fn: Callable, opts: dict) -> Callable:
         """``fn`` with the same signature (pluggy reads the argument names through ``__wrapped__``), run as
         ``plugin``; an exception is recorded against the plugin instead of stopping the hook call."""
-        if inspect.isgeneratorfunction(fn):  # a wrapper (wrapper=True / hookwrapper=True)
+        if (opts.get("wrapper") or opts.get("hookwrapper")) and inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def guarded(*args):
                 try:
