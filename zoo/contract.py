@@ -55,7 +55,8 @@ import torch
 from torch import nn
 
 from .config import Key
-from .hookspecs import API_VERSION  # noqa: F401 - defined with the hooks (no torch there); re-exported
+
+# The plugin API version (``zoo.API_VERSION``) lives in zoo/hookspecs.py, next to the hooks: no torch there.
 
 
 class ZooModel(nn.Module):
