@@ -77,7 +77,8 @@ def folder(root: Path, split: str, download: bool):
 
 @hookimpl
 def zoo_register_datasets(register):
-    register("mnist", mnist, channels=1, image_size=28, description="MNIST handwritten digits, 28x28 grayscale")
+    register("mnist", mnist, channels=1, image_size=28, description="MNIST handwritten digits, 28x28 grayscale",
+             extractor="mnist")  # zoo's MNIST classifier was trained on these digits
     register("fashion-mnist", fashion_mnist, channels=1, image_size=28,
              description="Fashion-MNIST clothing, 28x28 grayscale (Debian: dataset-fashion-mnist)")
     register("cifar10", cifar10, channels=3, image_size=32, description="CIFAR-10 natural images, 32x32 RGB")

@@ -9,11 +9,13 @@ from click.testing import CliRunner
 
 from conftest import FASHION_ROOT, MNIST_ROOT
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
-from zoo import ZooError
+import zoo
+from zoo import ZooError, hookimpl
 from zoo.cli import main
 from zoo.config import Config
 from zoo.data import load_images, read_idx, to_model_input
 from zoo.registry import Registry, model_config, registry
+from zoo.testing import check_dataset, registry_with
 
 
 @pytest.fixture
@@ -98,6 +100,160 @@ def test_direct_registration_object():
     from zoo_plugins import datasets
     reg.add_plugin(datasets, "datasets")
     assert set(reg.datasets) >= {"mnist", "fashion-mnist", "cifar10", "folder"}
+
+
+# --- hooks are called through pluggy -----------------------------------------------------------
+def loader(root, split, download):
+    return torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+
+
+class Plain:
+    @hookimpl
+    def zoo_register_datasets(self, register):
+        CALLS.append("plain")
+        register("shared-name", loader, channels=1, image_size=28, description="from plain")
+
+
+class First:
+    @hookimpl(tryfirst=True)
+    def zoo_register_datasets(self, register):
+        CALLS.append("first")
+        register("shared-name", loader, channels=3, image_size=28, description="from first")
+
+
+class Last:
+    @hookimpl(trylast=True)
+    def zoo_register_datasets(self, register):
+        CALLS.append("last")
+
+
+class NoArgument:
+    @hookimpl
+    def zoo_register_datasets(self):
+        CALLS.append("no-argument")
+
+
+class Raising:
+    @hookimpl
+    def zoo_register_datasets(self, register):
+        CALLS.append("raising")
+        register("raising-one", loader, channels=1, image_size=28)
+        raise RuntimeError("broken on purpose")
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def zoo_register_datasets(self, register):
+        CALLS.append("wrapper-before")
+        result = yield
+        CALLS.append("wrapper-after")
+        return result
+
+
+class RaisingWrapper:
+    @hookimpl(wrapper=True)
+    def zoo_register_datasets(self, register):
+        raise RuntimeError("wrapper broke before yielding")
+        yield  # noqa: unreachable - makes this a generator, as pluggy requires of a wrapper
+
+
+class UnknownArgument:
+    @hookimpl
+    def zoo_register_datasets(self, register, datasets):
+        CALLS.append("unknown-argument")
+
+
+CALLS: list = []
+
+
+@pytest.fixture
+def calls():
+    CALLS.clear()
+    yield CALLS
+    CALLS.clear()
+
+
+def test_tryfirst_and_trylast_order_the_hooks(calls):
+    with registry_with(plain=Plain(), last=Last(), first=First()) as reg:
+        assert calls == ["first", "plain", "last"]
+        assert reg.datasets["shared-name"].plugin == "first" and reg.datasets["shared-name"].channels == 3
+        assert [(f.plugin, f.error) for f in reg.failures] == [
+            ("plain", "dataset name 'shared-name' is already registered by plugin 'first'")]
+    with registry_with(plain=Plain(), other=Plain()) as reg:  # no option: listed order, the first keeps it
+        assert reg.datasets["shared-name"].plugin == "plain" and reg.failures[0].plugin == "other"
+
+
+def test_a_raising_plugin_is_isolated_and_keeps_its_traceback(calls):
+    with registry_with(raising=Raising(), plain=Plain(), broken_wrapper=RaisingWrapper()) as reg:
+        assert calls == ["raising", "plain"]
+        assert reg.datasets["shared-name"].plugin == "plain" and "raising-one" in reg.datasets
+        errors = {f.plugin: f for f in reg.failures}
+        assert errors["raising"].error == "zoo_register_datasets raised RuntimeError: broken on purpose"
+        assert "test_foundation.py" in errors["raising"].detail and "broken on purpose" in errors["raising"].detail
+        assert errors["broken_wrapper"].error == ("zoo_register_datasets raised RuntimeError: wrapper broke "
+                                                  "before yielding")
+        assert {p["name"]: p["status"] for p in reg.report()} == {"raising": "failed", "plain": "ok",
+                                                                  "broken_wrapper": "failed"}
+
+
+def test_wrappers_and_impls_without_the_argument_are_called(calls):
+    with registry_with(wrapper=Wrapper(), noarg=NoArgument(), plain=Plain()) as reg:
+        assert calls == ["wrapper-before", "no-argument", "plain", "wrapper-after"]
+        assert not reg.failures and "shared-name" in reg.datasets
+
+
+def test_an_impl_with_an_unknown_argument_is_reported(calls):
+    with registry_with(bad=UnknownArgument(), plain=Plain()) as reg:
+        assert calls == ["plain"]
+        (failure,) = reg.failures
+        assert failure.plugin == "bad" and failure.error.startswith("invalid plugin:")
+        assert "{'datasets'} are declared in the hookimpl but can not be found in the hookspec" in failure.error
+        assert "\n" not in failure.error
+
+
+def test_adding_a_plugin_later_runs_only_its_hooks(calls):
+    with registry_with(plain=Plain()) as reg:
+        reg.add_plugin(NoArgument(), "later")
+        assert calls == ["plain", "no-argument"] and not reg.failures
+
+
+def test_registry_with_names_installed_plugins_and_restores_the_registry():
+    outer = registry()
+    with registry_with("datasets", "vae") as reg:
+        assert registry() is reg and sorted(reg.models) == ["vae"] and "mnist" in reg.datasets
+        assert [p.name for p in reg.plugins] == ["datasets", "vae"]
+    assert registry() is outer
+    with pytest.raises(ZooError, match="no installed zoo plugin .* is named 'no-such-plugin'"):
+        with registry_with("no-such-plugin"):
+            pass
+
+
+def test_the_register_callables_match_the_documented_protocols():
+    import inspect
+    from zoo import hookspecs
+    reg = Registry()
+    for protocol, registrar in ((hookspecs.RegisterModel, reg._register_model),
+                                (hookspecs.RegisterDataset, reg._register_dataset),
+                                (hookspecs.RegisterExtractor, reg._register_extractor)):
+        documented = list(inspect.signature(protocol.__call__).parameters.values())[1:]  # without self
+        actual = list(inspect.signature(registrar).parameters.values())
+        assert [(p.name, p.default, p.annotation) for p in actual] == \
+            [(p.name, p.default, p.annotation) for p in documented], protocol.__name__
+
+
+def test_a_dataset_declares_its_extractor():
+    assert registry().dataset("mnist").extractor == "mnist"
+    assert registry().dataset("cifar10").extractor is None
+
+    class Declares:
+        @hookimpl
+        def zoo_register_datasets(self, register):
+            register("mine", loader, channels=1, image_size=28, extractor="inception")
+            register("bad", loader, channels=1, image_size=28, extractor=3)
+    with registry_with(declares=Declares()) as reg:
+        assert reg.datasets["mine"].extractor == "inception" and "bad" not in reg.datasets
+        assert [f.error for f in reg.failures] == ["dataset 'bad': extractor must be the name of a feature "
+                                                   "extractor, got 3"]
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -212,6 +368,47 @@ def test_pipeline_maps_size_and_range(mnist_root):
     assert z.shape == (8, 3, 28, 28) and 0 <= z.min() and z.max() <= 1
     w = to_model_input(x, 16, 1, (0.0, 1.0), "interpolate")
     assert w.shape == (8, 1, 16, 16)
+
+
+def test_load_dataset_is_the_split_as_stored(mnist_root, monkeypatch):
+    images, labels = zoo.load_dataset("mnist", "test", mnist_root, with_labels=True)
+    assert images.shape == (10000, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (10000,)
+    assert torch.equal(images, load_images(Config({"name": "mnist", "root": str(mnist_root), "split": "test"}),
+                                           "all"))
+    monkeypatch.setenv("ZOO_DATA", str(mnist_root))
+    assert torch.equal(zoo.load_dataset("mnist", "test"), images)  # root=None: $ZOO_DATA, as data.root does
+    with pytest.raises(ZooError, match="dataset 'mnist' has no split 'valid' \\(splits: train, test"):
+        zoo.load_dataset("mnist", "valid")
+    with pytest.raises(ZooError, match="root='/no/such/dir'\\): that folder does not exist"):
+        zoo.load_dataset("mnist", "test", "/no/such/dir")
+    with pytest.raises(ZooError, match="unknown dataset 'mnsit' \\(did you mean 'mnist'"):
+        zoo.load_dataset("mnsit", "test")
+
+
+def test_model_input_is_exactly_k_over_255_at_native_size_only(mnist_root):
+    x = zoo.load_dataset("mnist", "test", mnist_root)[:64]
+    for lo, hi in ((-1.0, 1.0), (0.0, 1.0)):
+        for size in (28, 32):  # native, and zero-padded to 32: still on the 8-bit grid
+            k = (to_model_input(x, size, 1, (lo, hi), "pad") - lo) / (hi - lo) * 255
+            assert torch.allclose(k, k.round(), atol=1e-4)
+        k = (to_model_input(x, 24, 1, (lo, hi), "interpolate") - lo) / (hi - lo) * 255
+        assert not torch.allclose(k, k.round(), atol=1e-4)  # resized: off the grid (documented)
+
+
+def test_derived_dataset_example_from_the_guide(mnist_root):
+    """docs/plugins.md's derived dataset (built on zoo.load_dataset) as a plugin, through zoo.testing."""
+    import re
+    import types
+    from conftest import REPO
+    guide = (REPO / "docs" / "plugins.md").read_text()
+    section = guide.split("### Deriving a dataset from another one", 1)[1].split("\n#", 1)[0]
+    module = types.ModuleType("inverted_mnist_example")
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), module.__dict__)
+    with registry_with("datasets", module) as reg:
+        assert not reg.failures
+        images = check_dataset("inverted-mnist", split="test", root=mnist_root)
+        assert torch.equal(images, 255 - zoo.load_dataset("mnist", "test", mnist_root))
+        assert reg.datasets["inverted-mnist"].extractor is None  # the mnist classifier was not made for it
 
 
 def test_folder_dataset(tmp_path):

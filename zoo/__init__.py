@@ -7,30 +7,49 @@ Python API (the CLI is a thin layer over it)::
     run = zoo.train("vae", preset="tiny", out="runs/vae")
     model = zoo.load_run("runs/vae")          # ready to sample (EMA weights if any)
     images = model.sample(16, torch.Generator().manual_seed(0))
+    digits = zoo.load_dataset("mnist", "test")  # uint8 (N, C, H, W)
+
+``import zoo`` is light: it does not import torch. The names below are loaded on
+first use (``from zoo import ZooModel`` imports torch then), so ``zoo --help``
+and a cached ``zoo list`` stay fast.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+import importlib
 
-from .config import Key
-from .contract import API_VERSION, ZooModel
 from .errors import ZooError
-from .hookspecs import hookimpl
 
-try:
-    __version__ = _version("zoo")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+src"
+# name -> the module that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "API_VERSION": "hookspecs",
+    "hookimpl": "hookspecs",
+    "Key": "config",
+    "ZooModel": "contract",
+    "list_models": "registry",
+    "create_model": "registry",
+    "model_config": "registry",
+    "load_dataset": "data",
+    "train": "api",
+    "load_run": "api",
+}
 
-__all__ = ["API_VERSION", "Key", "ZooModel", "ZooError", "hookimpl", "__version__", "list_models", "create_model",
-           "model_config", "train", "load_run"]
+__all__ = ["ZooError", "__version__", *_LAZY]
 
 
-def __getattr__(name):  # lazy: keep `import zoo` light for plugins
-    if name in ("list_models", "create_model", "model_config"):
-        from . import registry as _r
-        return getattr(_r, name)
-    if name in ("train", "load_run"):
-        from . import api
-        return getattr(api, name)
-    raise AttributeError(name)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            value = version("zoo")
+        except PackageNotFoundError:  # running from a source tree
+            value = "0.0.0+src"
+    else:
+        raise AttributeError(f"module 'zoo' has no attribute '{name}'")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

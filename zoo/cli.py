@@ -8,12 +8,15 @@ from .errors import ZooError
 
 
 class ZooGroup(click.Group):
-    """Prints ZooError as one line (exit 2, or the error's own code), never a traceback."""
+    """Prints ZooError as one line (exit 2, or the error's own code), never a traceback -- except the
+    plugin tracebacks a user asked for with ZOO_STRICT_PLUGINS=1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ZooError as e:
+            if getattr(e, "detail", ""):
+                click.echo(e.detail.rstrip(), err=True)
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
@@ -29,6 +32,7 @@ def main():
     \b
     Quick start (MNIST by default):
       zoo list                          models, datasets, extractors
+      zoo list ddpm                     one model: presets, settings, sampling options
       zoo train ddpm                    train into runs/ddpm-TIMESTAMP
       zoo train vae --preset tiny --set trainer.max_steps=500
       zoo train --resume --out runs/X   continue an interrupted run
@@ -40,72 +44,161 @@ def main():
 
 
 # --- registry views -----------------------------------------------------------------------
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+def _table(rows: list[list[str]], header: list[str] | None, indent: str = "") -> str:
+    head = [header, ["-" * len(h) for h in header]] if header else []
+    widths = [max(len(str(r[i])) for r in rows + head) for i in range(len((head or rows)[0]))]
+    if header:
+        head[1] = ["-" * w for w in widths]
+    line = lambda r: indent + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join(line(r) for r in head + rows)
 
 
-def _param_count(name: str) -> str:
-    import torch
-    from .registry import create_model, model_config
-    try:
-        cfg = model_config(name)
-        with torch.device("meta"):
-            model = create_model(name, cfg)
-        n = sum(p.numel() for p in model.parameters())
-    except Exception:  # noqa: BLE001 - a listing never fails because one model cannot be built
+def _params(n) -> str:
+    if n is None:
         return "?"
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
-def _warn_failures(reg) -> None:
-    for f in reg.failures:
-        click.echo(f"warning: plugin '{f.plugin}': {f.error}", err=True)
+def _show(value) -> str:
+    """A default as one would write it after --set."""
+    import json
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else f"{value}"
+
+
+def _listing(refresh: bool) -> dict:
+    import sys
+    from .catalog import listing
+
+    def building():
+        if sys.stderr.isatty():
+            click.echo("loading every plugin to index them (slow once; later `zoo list` calls read the index)",
+                       err=True)
+    return listing(refresh, building)[0]
 
 
 @main.command("list")
-def list_cmd():
-    """List registered models, datasets and feature extractors."""
-    from .registry import registry
-    reg = registry()
-    rows = [[e.name, e.family, e.plugin, _param_count(e.name), ",".join(e.presets) or "-", e.description]
-            for e in sorted(reg.models.values(), key=lambda e: e.name)]
-    click.echo(_table(rows, ["model", "family", "plugin", "params", "presets", "description"]))
-    click.echo()
-    rows = [[d.name, d.plugin, f"{d.channels}x{d.image_size}x{d.image_size}", ",".join(d.splits), d.description]
-            for d in sorted(reg.datasets.values(), key=lambda d: d.name)]
-    click.echo(_table(rows, ["dataset", "plugin", "shape", "splits", "description"]))
-    if reg.extractors:
+@click.argument("model", required=False)
+@click.option("--refresh", is_flag=True, help="Rebuild the cached listing (it is rebuilt by itself when an "
+              "installed plugin, zoo or the environment changes).")
+def list_cmd(model, refresh):
+    """List models (with their presets), datasets and feature extractors; or one MODEL in detail.
+
+    \b
+      zoo list          every model, dataset and extractor
+      zoo list ddpm     ddpm's presets, settings (model.*) and sampling options
+    """
+    snap = _listing(refresh)
+    if model is not None:
+        click.echo(_model_detail(snap, model))
+    else:
+        rows = []
+        for m in snap["models"]:
+            rows.append([m["name"], m["family"], m["plugin"], _params(m["params"]), m["description"]])
+        lines = _table(rows, ["model", "family", "plugin", "params", "description"]).split("\n")
+        width = max((len(p["name"]) for m in snap["models"] for p in m["presets"]), default=0)
+        out = lines[:2]
+        for m, row in zip(snap["models"], lines[2:]):
+            out.append(row)
+            out += [f"  --preset {p['name']:<{width}}  {_params(p['params']):>6}  {p['help']}".rstrip()
+                    for p in m["presets"]]
+        click.echo("\n".join(out))
         click.echo()
-        rows = [[x.name, x.plugin, x.description] for x in sorted(reg.extractors.values(), key=lambda x: x.name)]
-        click.echo(_table(rows, ["extractor", "plugin", "description"]))
-    _warn_failures(reg)
+        rows = [[d["name"], d["plugin"], f"{d['channels']}x{d['image_size']}x{d['image_size']}",
+                 ",".join(d["splits"]), d["extractor"] or "-", d["description"]] for d in snap["datasets"]]
+        click.echo(_table(rows, ["dataset", "plugin", "shape", "splits", "extractor", "description"]))
+        if snap["extractors"]:
+            click.echo()
+            rows = [[x["name"], x["plugin"], x["description"]] for x in snap["extractors"]]
+            click.echo(_table(rows, ["extractor", "plugin", "description"]))
+        click.echo("\n`zoo list MODEL` shows a model's settings and sampling options.")
+    for f in snap["failures"]:
+        click.echo(f"warning: plugin '{f['plugin']}': {f['error']}", err=True)
+
+
+def _model_detail(snap: dict, name: str) -> str:
+    from .errors import did_you_mean
+    models = {m["name"]: m for m in snap["models"]}
+    if name not in models:
+        broken = sorted({f["plugin"] for f in snap["failures"]})
+        hint = f"; plugins that failed to load: {', '.join(broken)}" if broken else ""
+        raise ZooError(f"unknown model '{name}'{did_you_mean(name, models)} -- `zoo list` shows the "
+                       f"{len(models)} available{hint}")
+    m = models[name]
+    out = [f"{name}: {m['description']}",
+           f"family {m['family']}, plugin {m['plugin']}, {_params(m['params'])} parameters at its defaults", ""]
+    if m["presets"]:
+        out.append(f"presets (zoo train {name} --preset NAME):")
+        out.append(_table([[p["name"], _params(p["params"]), p["help"]] for p in m["presets"]], None, "  "))
+    else:
+        out.append("presets: none")
+    out.append("")
+    if m["settings"]:
+        out.append(f"settings (--set KEY=VALUE; `zoo show-config {name}` prints the whole config):")
+        out.append(_table([[s["key"], _show(s["default"]), s["valid"], s["help"]] for s in m["settings"]],
+                          ["key", "default", "valid values", "help"], "  "))
+    else:
+        out.append("settings: none of its own (model.*)")
+    if m["defaults"]:
+        out.append("  it also sets: " + ", ".join(f"{k}={_show(v)}" for k, v in m["defaults"].items()))
+    out.append("")
+    if m["sample_options"]:
+        out.append("sampling options (zoo sample / eval / compare --option NAME=VALUE):")
+        out.append(_table([[o["name"], _show(o["default"]), o["valid"], o["help"]] for o in m["sample_options"]],
+                          ["option", "default", "valid values", "help"], "  "))
+    else:
+        out.append("sampling options: none")
+    return "\n".join(out)
 
 
 @main.group("plugins", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (name, distribution, version, "
+              "module, status, what it adds, failures with tracebacks).")
+@click.option("--check", is_flag=True, help="Exit 1 when any plugin failed (for a plugin's CI).")
+@click.option("--verbose", "-v", is_flag=True, help="Show each failure's stored traceback.")
 @click.pass_context
-def plugins_cmd(ctx):
-    """Show loaded plugins (version, what they add) and plugins that failed to load.
+def plugins_cmd(ctx, as_json, check, verbose):
+    """Show the plugins (version, what they add) and those that failed, each once, with the reason.
 
+    \b
     ZOO_PLUGINS=a,b loads only those entry points; ZOO_DISABLE_PLUGINS=c skips some.
+    ZOO_STRICT_PLUGINS=1 makes a plugin failure an error in every command (with its traceback).
     `zoo plugins new NAME` writes a new plugin package; the guide is docs/plugins.md.
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .registry import registry
-    reg = registry()
-    rows = []
-    for p in reg.plugins:
-        adds = [m.name for m in reg.models.values() if m.plugin == p.name]
-        adds += [f"dataset:{d.name}" for d in reg.datasets.values() if d.plugin == p.name]
-        adds += [f"extractor:{x.name}" for x in reg.extractors.values() if x.plugin == p.name]
-        rows.append([p.name, p.distribution, p.version, p.module, ", ".join(adds) or "-"])
-    click.echo(_table(rows, ["plugin", "package", "version", "module", "adds"]))
-    if reg.failures:
-        click.echo("\nfailed:")
-        for f in reg.failures:
-            click.echo(f"  {f.plugin}: {f.error}")
+    from . import __version__
+    from .registry import API_VERSION, registry, strict
+    report = registry(check=False).report()
+    failed = [p for p in report if p["status"] == "failed"]
+    verbose = verbose or strict()
+    if as_json:
+        import json
+        click.echo(json.dumps({"zoo": __version__, "api_version": API_VERSION, "ok": not failed,
+                               "plugins": report}, indent=2))
+    else:
+        def adds(p):
+            a = p["adds"]
+            return ", ".join(a["models"] + [f"dataset:{d}" for d in a["datasets"]] +
+                             [f"extractor:{x}" for x in a["extractors"]])
+        rows = [[p["name"], p["distribution"], p["version"], p["module"], adds(p) or "-"]
+                for p in report if p["status"] == "ok"]
+        click.echo(_table(rows, ["plugin", "package", "version", "module", "adds"]) if rows else "no plugins loaded")
+        if failed:
+            click.echo("\nfailed:")
+        for p in failed:
+            pad = " " * (len(p["name"]) + 2)
+            for i, f in enumerate(p["failures"]):
+                click.echo(f"  {p['name']}: {f['error']}" if i == 0 else f"  {pad}{f['error']}")
+                if verbose and f["traceback"]:
+                    click.echo("\n".join(f"  {pad}  {line}" for line in f["traceback"].rstrip().splitlines()))
+            if adds(p):
+                click.echo(f"  {pad}(still adds: {adds(p)})")
+        if failed and not verbose:
+            click.echo("\n(`zoo plugins -v` shows the tracebacks)")
+    if failed and (check or strict()):
+        ctx.exit(1)
 
 
 @plugins_cmd.command("new")

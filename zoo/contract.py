@@ -58,9 +58,7 @@ from torch import nn
 
 from .config import Key
 
-API_VERSION = 1
-"""Bumped when the contract changes incompatibly. A plugin module may set
-``ZOO_API = 1``; the registry refuses plugins built for another major version."""
+# The plugin API version (``zoo.API_VERSION``) lives in zoo/hookspecs.py, next to the hooks: no torch there.
 
 
 class ZooModel(nn.Module):

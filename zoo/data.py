@@ -127,16 +127,8 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
     """
     from .registry import registry
     entry = registry().dataset(cfg_data.name)
-    root = data_root(cfg_data)
-    split = cfg_data.get("split", "train")
-    if split not in entry.splits:
-        raise ZooError(f"dataset '{entry.name}' has no split '{split}' (splits: {', '.join(entry.splits)}; "
-                       f"set data.split)")
-    out = entry.loader(root, split, bool(cfg_data.get("download", True)))
-    images, labels = out if isinstance(out, tuple) else (out, None)
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ZooError(f"dataset '{entry.name}' loader returned {tuple(images.shape)} {images.dtype}, "
-                       f"expected uint8 (N, C, H, W)")
+    images, labels = _read_split(entry, data_root(cfg_data), cfg_data.get("split", "train"),
+                                 bool(cfg_data.get("download", True)), "set data.split")
     if part != "all":
         train_idx, hold_idx = holdout_split(len(images), cfg_data.get("holdout", 0))
         idx = train_idx if part == "train" else hold_idx
@@ -149,6 +141,45 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
     if len(images) == 0:
         raise ZooError(f"dataset '{entry.name}' split '{split}' part '{part}' is empty (check data.holdout/limit)")
     return (images, labels) if with_labels else images
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
+                 download: bool = True, with_labels: bool = False):
+    """The whole ``split`` of the registered dataset ``name`` as uint8 ``(N, C, H, W)`` on the CPU.
+
+    ``root`` is the data root handed to the dataset's loader: ``None`` means ``$ZOO_DATA``, else
+    ``~/.cache/zoo/data`` (as ``data.root`` does for training). ``download=False`` (or
+    ``ZOO_OFFLINE=1``) never downloads. ``with_labels=True`` returns ``(images, labels)``, labels a
+    ``(N,)`` int64 tensor or ``None`` when the dataset has none. No holdout and no resizing: the images
+    exactly as the dataset stores them. A stable part of zoo's plugin API -- build a derived dataset on
+    it (docs/plugins.md#deriving-a-dataset-from-another-one)::
+
+        @hookimpl
+        def zoo_register_datasets(register):
+            def inverted(root, split, download):
+                return 255 - zoo.load_dataset("mnist", split, root, download=download)
+            register("inverted-mnist", inverted, channels=1, image_size=28)
+    """
+    from .registry import registry
+    entry = registry().dataset(name)
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise ZooError(f"load_dataset('{name}', '{split}', root='{root}'): that folder does not exist -- pass "
+                       f"the folder holding the dataset files, or root=None for $ZOO_DATA / ~/.cache/zoo/data")
+    images, labels = _read_split(entry, data_root({"root": root}), split, download, "pass another split")
+    return (images, labels) if with_labels else images
+
+
+def _read_split(entry, root: Path, split: str, download: bool, fix: str):
+    """Call ``entry``'s loader for ``split`` and check what it returns: (uint8 images, labels or None)."""
+    if split not in entry.splits:
+        raise ZooError(f"dataset '{entry.name}' has no split '{split}' (splits: {', '.join(entry.splits)}; "
+                       f"{fix})")
+    out = entry.loader(Path(root), split, bool(download))
+    images, labels = out if isinstance(out, tuple) else (out, None)
+    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise ZooError(f"dataset '{entry.name}' loader returned {tuple(getattr(images, 'shape', ()))} "
+                       f"{getattr(images, 'dtype', type(images).__name__)}, expected uint8 (N, C, H, W)")
+    return images, labels
 
 
 def to_model_input(x: torch.Tensor, image_size: int, channels: int, data_range=(-1.0, 1.0),

@@ -5,23 +5,36 @@ by an entry point in the ``zoo.plugins`` group. ``ZOO_PLUGINS=a,b`` loads only
 those entry points; ``ZOO_DISABLE_PLUGINS=c`` skips some. A plugin that fails to
 import, raises in a hook, registers a taken name or breaks the contract is
 recorded in ``registry().failures`` (shown by ``zoo plugins``) and never hides
-the others.
+the others; ``ZOO_STRICT_PLUGINS=1`` turns any such failure into an error.
+
+Hooks are called through pluggy's own machinery (``pm.hook.zoo_register_models``),
+so ``tryfirst``/``trylast``, wrappers and implementations that leave out the
+``register`` argument behave as pluggy documents. Isolation comes from registering
+each plugin as a proxy whose hook functions are guarded: an exception is recorded
+against its plugin and the call goes on with the next implementation.
+
+This module imports no torch (``zoo list`` reads a cached listing without it).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import importlib.metadata as md
 import inspect
 import os
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
 from . import hookspecs
-from .contract import API_VERSION, ZooModel
 from .errors import ZooError, did_you_mean
+from .hookspecs import API_VERSION, HOOKS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .contract import ZooModel
 
 GROUP = "zoo.plugins"
 
@@ -44,6 +57,10 @@ class ModelEntry:
     def presets(self) -> dict:
         return dict(self.cls.presets)
 
+    @property
+    def preset_help(self) -> dict:
+        return dict(getattr(self.cls, "preset_help", None) or {})
+
 
 @dataclass
 class DatasetEntry:
@@ -54,6 +71,7 @@ class DatasetEntry:
     image_size: int
     description: str = ""
     splits: tuple = ("train", "test")
+    extractor: str | None = None  # the feature extractor made for this data (zoo eval warns on another)
 
 
 @dataclass
@@ -76,12 +94,31 @@ class PluginInfo:
 class Failure:
     plugin: str
     error: str
-    detail: str = ""
+    detail: str = ""          # the traceback, where there is one (`zoo plugins -v`)
+    distribution: str = ""    # the plugin's distribution: two distributions may use one entry-point name
+
+
+class PluginError(ZooError):
+    """A plugin failed while ``ZOO_STRICT_PLUGINS=1``; ``detail`` holds the stored tracebacks."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 def _plain(d) -> dict:
     import copy
     return copy.deepcopy(dict(d or {}))
+
+
+class _Proxy:
+    """What zoo registers with pluggy for one plugin: its hook functions, each guarded."""
+
+    def __init__(self, plugin: Any, name: str):
+        self.plugin, self.__name__ = plugin, name
+
+    def __repr__(self) -> str:
+        return f"<zoo plugin {self.__name__}: {self.plugin!r}>"
 
 
 class Registry:
@@ -91,110 +128,202 @@ class Registry:
         self.models: dict[str, ModelEntry] = {}
         self.datasets: dict[str, DatasetEntry] = {}
         self.extractors: dict[str, ExtractorEntry] = {}
-        self.plugins: list[PluginInfo] = []
+        self.plugins: list[PluginInfo] = []    # registered with pluggy (their hooks ran)
+        self.attempted: list[PluginInfo] = []  # every plugin zoo tried to load, in load order
         self.failures: list[Failure] = []
+        self._current: str | None = None       # the plugin whose hook code is running now
 
     # --- loading --------------------------------------------------------------------
-    def load_entry_points(self) -> "Registry":
-        only = _env_list("ZOO_PLUGINS")
-        skip = set(_env_list("ZOO_DISABLE_PLUGINS") or [])
+    def load_entry_points(self, only=None, skip=None) -> "Registry":
+        """Load the ``zoo.plugins`` entry points (``only``/``skip``: entry-point names; default from
+        ``ZOO_PLUGINS`` / ``ZOO_DISABLE_PLUGINS``) and call every hook once, through pluggy."""
+        only = _env_list("ZOO_PLUGINS") if only is None else list(only)
+        skip = set(_env_list("ZOO_DISABLE_PLUGINS") or [] if skip is None else skip)
         seen: dict[str, str] = {}  # entry-point name -> the distribution that provides it
-        # zoo's own plugins first, then the others by name: the first to register a name keeps it
-        def order(ep):
-            dist = getattr(ep, "dist", None)
-            return (dist is None or dist.metadata["Name"] != "zoo", ep.name)
-        for ep in sorted(md.entry_points(group=GROUP), key=order):
+        loaded = []
+        for ep in sorted(md.entry_points(group=GROUP), key=_load_order):
             if (only is not None and ep.name not in only) or ep.name in skip:
                 continue
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "?"
+            version = dist.version if dist is not None else "?"
             if ep.name in seen:  # the same distribution found twice on sys.path is no conflict
                 if dist_name != seen[ep.name]:
+                    self.attempted.append(PluginInfo(ep.name, ep.value, version, dist_name))
                     self._fail(ep.name, f"the plugin name '{ep.name}' of {dist_name} ({ep.value}) is taken by "
-                                        f"{seen[ep.name]}: rename the entry point in {dist_name}")
+                                        f"{seen[ep.name]}: rename the entry point in {dist_name}",
+                               distribution=dist_name)
                 continue
             seen[ep.name] = dist_name
-            version = dist.version if dist is not None else "?"
+            self.attempted.append(PluginInfo(ep.name, ep.value, version, dist_name))
             try:
                 module = ep.load()
             except Exception as e:  # noqa: BLE001 - any import error is the plugin's
-                self._fail(ep.name, f"failed to import {ep.value}: {type(e).__name__}: {e}")
+                self._fail(ep.name, f"failed to import {ep.value}: {type(e).__name__}: {e}", traceback.format_exc(),
+                           distribution=dist_name)
                 continue
-            self.add_plugin(module, ep.name, version=version, distribution=dist_name)
+            loaded.append((module, ep.name, version, dist_name))
+        self._add(loaded)  # zoo's own first, then the others by name: the first to register a name keeps it
         return self
 
     def add_plugin(self, module: Any, name: str, version: str = "?", distribution: str = "?") -> None:
-        """Register one plugin object (module or instance) and run its hooks."""
+        """Register one plugin object (module or instance) and run its hooks (only its own)."""
+        self.add_plugins([(module, name)], version=version, distribution=distribution)
+
+    def add_plugins(self, plugins, version: str = "?", distribution: str = "?") -> None:
+        """Register plugin objects ``[(module_or_instance, name), ...]`` and call each hook once for them
+        together (so ``tryfirst``/``trylast`` order them; listed order otherwise), not for earlier ones."""
+        plugins = [(module, name, version, distribution) for module, name in plugins]
+        for module, name, _, _ in plugins:
+            self.attempted.append(PluginInfo(name, getattr(module, "__name__", repr(module)), version, distribution))
+        self._add(plugins)
+
+    def _add(self, plugins: list[tuple[Any, str, str, str]]) -> None:
+        """Register ``(module, name, version, distribution)`` plugins and call each hook once for them
+        (not for plugins registered before), in the listed order unless tryfirst/trylast say otherwise."""
+        before = list(self.pm.get_plugins())
+        added = len(self.plugins)
+        for module, name, version, distribution in reversed(plugins):  # pluggy calls the last registered first
+            self._register(module, name, version, distribution)
+        self.plugins[added:] = self.plugins[added:][::-1]
+        if len(self.plugins) > added:
+            self._call_hooks(remove=before)
+
+    def _register(self, module: Any, name: str, version: str, distribution: str) -> _Proxy | None:
+        """Check the plugin's API version and hooks and register its guarded proxy with pluggy."""
         wanted = getattr(module, "ZOO_API", API_VERSION)
         if not isinstance(wanted, int) or isinstance(wanted, bool):
             self._fail(name, f"ZOO_API = {wanted!r} is not an integer (this zoo provides plugin API "
-                             f"{API_VERSION}: set ZOO_API = {API_VERSION})")
-            return
+                             f"{API_VERSION}: set ZOO_API = {API_VERSION})", distribution=distribution)
+            return None
         if wanted != API_VERSION:
             self._fail(name, f"needs zoo plugin API {wanted}, this zoo provides {API_VERSION} "
-                             f"(upgrade {'zoo' if wanted > API_VERSION else 'the plugin'})")
-            return
+                             f"(upgrade {'zoo' if wanted > API_VERSION else 'the plugin'})", distribution=distribution)
+            return None
+        proxy = _Proxy(module, name)
+        for attr, opts in _hook_functions(module):
+            hook = opts.get("specname") or attr
+            if hook not in HOOKS:
+                close = difflib.get_close_matches(hook, HOOKS, n=1)
+                hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(HOOKS)}"
+                self._fail(name, f"{hook}() is not a zoo hook, so it is never called ({hint})",
+                           distribution=distribution)
+                continue
+            setattr(proxy, attr, self._guard(name, hook, getattr(module, attr), opts))
         try:
-            self.pm.register(module, name=name)
-        except Exception as e:  # noqa: BLE001 - pluggy validation errors
-            self._fail(name, f"invalid plugin: {e}")
-            return
+            self.pm.register(proxy, name=name)
+        except Exception as e:  # noqa: BLE001 - pluggy's validation (a bad argument name, a wrapper that is
+            # not a generator, a name registered twice)
+            self._fail(name, f"invalid plugin: {' '.join(str(e).split())}", distribution=distribution)
+            return None
         self.plugins.append(PluginInfo(name, getattr(module, "__name__", repr(module)), version, distribution))
-        for unknown in _unknown_hooks(module):
-            close = difflib.get_close_matches(unknown, _HOOK_NAMES, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(_HOOK_NAMES)}"
-            self._fail(name, f"{unknown}() is not a zoo hook, so it is never called ({hint})")
-        for hook, register in (("zoo_register_models", self._model_registrar(name)),
-                               ("zoo_register_datasets", self._dataset_registrar(name)),
-                               ("zoo_register_extractors", self._extractor_registrar(name))):
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                if impl.plugin_name != name:
-                    continue
+        return proxy
+
+    def _call_hooks(self, remove=()) -> None:
+        """Call each hook through pluggy (all plugins but ``remove``), handing it the registrar."""
+        for hook, register in (("zoo_register_models", self._register_model),
+                               ("zoo_register_datasets", self._register_dataset),
+                               ("zoo_register_extractors", self._register_extractor)):
+            caller = self.pm.subset_hook_caller(hook, remove) if remove else getattr(self.pm.hook, hook)
+            caller(register=register)
+
+    def _guard(self, plugin: str, hook: str, fn: Callable, opts: dict) -> Callable:
+        """``fn`` with the same signature (pluggy reads the argument names through ``__wrapped__``), run as
+        ``plugin``; an exception is recorded against the plugin instead of stopping the hook call."""
+        if (opts.get("wrapper") or opts.get("hookwrapper")) and inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def guarded(*args):
                 try:
-                    impl.function(register=register)
+                    with self._running(plugin):
+                        gen = fn(*args)
+                        sent = next(gen)
+                except StopIteration:
+                    self._fail(plugin, f"{hook} wrapper returned without yielding")
+                    return (yield)
+                except Exception as e:  # noqa: BLE001 - a failed wrapper steps aside; the others still run
+                    self._hook_failed(plugin, hook, e)
+                    return (yield)
+                result = yield sent
+                try:
+                    with self._running(plugin):
+                        gen.send(result)
+                except StopIteration as stop:
+                    return stop.value
+                except Exception as e:  # noqa: BLE001
+                    self._hook_failed(plugin, hook, e)
+                    return result
+                gen.close()
+                self._fail(plugin, f"{hook} wrapper yielded more than once")
+                return result
+        else:
+            @functools.wraps(fn)
+            def guarded(*args):
+                try:
+                    with self._running(plugin):
+                        return fn(*args)
                 except Exception as e:  # noqa: BLE001 - isolate the broken plugin
-                    self._fail(name, f"{hook} raised {type(e).__name__}: {e}", traceback.format_exc())
+                    self._hook_failed(plugin, hook, e)
+                    return None
+        guarded.zoo_impl = dict(opts)
+        return guarded
 
-    def _fail(self, plugin: str, error: str, detail: str = "") -> None:
-        self.failures.append(Failure(plugin, error, detail))
+    @contextlib.contextmanager
+    def _running(self, plugin: str):
+        before, self._current = self._current, plugin
+        try:
+            yield
+        finally:
+            self._current = before
 
-    # --- registrars handed to hooks -----------------------------------------------------
-    def _model_registrar(self, plugin: str):
-        def register(cls, name: str | None = None, config: dict | None = None, description: str | None = None):
-            problem = _contract_problem(cls)
-            name = name or getattr(cls, "name", None) or getattr(cls, "__name__", "?").lower()
-            if problem:
-                self._fail(plugin, f"model '{name}' breaks the contract: {problem}")
-                return
-            if name in self.models:
-                self._fail(plugin, f"model name '{name}' is already registered by plugin '{self.models[name].plugin}'")
-                return
-            self.models[name] = ModelEntry(name, cls, plugin, cls.family,
-                                           description or cls.description or (cls.__doc__ or "").strip().split("\n")[0],
-                                           _plain(config))
-        return register
+    def _hook_failed(self, plugin: str, hook: str, e: Exception) -> None:
+        tb = e.__traceback__.tb_next or e.__traceback__  # from the plugin's own frame on, not the guard's
+        self._fail(plugin, f"{hook} raised {type(e).__name__}: {e}",
+                   "".join(traceback.format_exception(type(e), e, tb)))
 
-    def _dataset_registrar(self, plugin: str):
-        def register(name: str, loader: Callable, channels: int, image_size: int, description: str = "",
-                     splits=("train", "test")):
-            if name in self.datasets:
-                self._fail(plugin, f"dataset name '{name}' is already registered by plugin '{self.datasets[name].plugin}'")
-                return
-            if not callable(loader):
-                self._fail(plugin, f"dataset '{name}': loader is not callable")
-                return
-            self.datasets[name] = DatasetEntry(name, loader, plugin, int(channels), int(image_size), description,
-                                               tuple(splits))
-        return register
+    def _fail(self, plugin: str, error: str, detail: str = "", distribution: str | None = None) -> None:
+        if distribution is None:
+            distribution = next((p.distribution for p in reversed(self.attempted) if p.name == plugin), "")
+        self.failures.append(Failure(plugin, error, detail, distribution))
 
-    def _extractor_registrar(self, plugin: str):
-        def register(name: str, factory: Callable, description: str = ""):
-            if name in self.extractors:
-                self._fail(plugin, f"extractor name '{name}' is already registered by plugin "
-                                   f"'{self.extractors[name].plugin}'")
-                return
-            self.extractors[name] = ExtractorEntry(name, factory, plugin, description)
-        return register
+    # --- the registrars handed to the hooks (signatures: zoo.hookspecs.Register*) -----------------
+    def _register_model(self, cls: type[ZooModel], name: str | None = None, config: dict | None = None,
+                        description: str | None = None) -> None:
+        plugin = self._current or "?"
+        problem = _contract_problem(cls)
+        name = name or getattr(cls, "name", None) or getattr(cls, "__name__", "?").lower()
+        if problem:
+            self._fail(plugin, f"model '{name}' breaks the contract: {problem}")
+            return
+        if name in self.models:
+            self._fail(plugin, f"model name '{name}' is already registered by plugin '{self.models[name].plugin}'")
+            return
+        self.models[name] = ModelEntry(name, cls, plugin, cls.family,
+                                       description or cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+                                       _plain(config))
+
+    def _register_dataset(self, name: str, loader: Callable, channels: int, image_size: int, description: str = "",
+                          splits: tuple[str, ...] = ("train", "test"), extractor: str | None = None) -> None:
+        plugin = self._current or "?"
+        if name in self.datasets:
+            self._fail(plugin, f"dataset name '{name}' is already registered by plugin '{self.datasets[name].plugin}'")
+            return
+        if not callable(loader):
+            self._fail(plugin, f"dataset '{name}': loader is not callable")
+            return
+        if extractor is not None and not isinstance(extractor, str):
+            self._fail(plugin, f"dataset '{name}': extractor must be the name of a feature extractor, "
+                               f"got {extractor!r}")
+            return
+        self.datasets[name] = DatasetEntry(name, loader, plugin, int(channels), int(image_size), description,
+                                           tuple(splits), extractor)
+
+    def _register_extractor(self, name: str, factory: Callable, description: str = "") -> None:
+        plugin = self._current or "?"
+        if name in self.extractors:
+            self._fail(plugin, f"extractor name '{name}' is already registered by plugin "
+                               f"'{self.extractors[name].plugin}'")
+            return
+        self.extractors[name] = ExtractorEntry(name, factory, plugin, description)
 
     # --- lookup -------------------------------------------------------------------------
     def model(self, name: str) -> ModelEntry:
@@ -217,8 +346,43 @@ class Registry:
                            f" (known: {', '.join(sorted(self.extractors))})")
         return self.extractors[name]
 
+    # --- what `zoo plugins` shows -----------------------------------------------------------
+    def report(self) -> list[dict]:
+        """One entry per plugin zoo tried to load, each once: name, distribution, version, module,
+        ``status`` (``ok`` or ``failed``), what it adds, and its failures (error and traceback)."""
+        out, matched = [], set()
+        for p in self.attempted:
+            fails = [i for i, f in enumerate(self.failures)
+                     if f.plugin == p.name and f.distribution in (p.distribution, "")]
+            matched.update(fails)
+            registered = any(q.name == p.name and q.distribution == p.distribution for q in self.plugins)
+            adds = _adds(self, p.name) if registered else {"models": [], "datasets": [], "extractors": []}
+            out.append({"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
+                        "status": "failed" if fails else "ok", "adds": adds,
+                        "failures": [{"error": self.failures[i].error, "traceback": self.failures[i].detail or None}
+                                     for i in fails]})
+        for i, f in enumerate(self.failures):  # failures of plugins zoo never tried by name (rare)
+            if i not in matched:
+                out.append({"name": f.plugin, "distribution": f.distribution or "?", "version": "?", "module": "?",
+                            "status": "failed", "adds": {"models": [], "datasets": [], "extractors": []},
+                            "failures": [{"error": f.error, "traceback": f.detail or None}]})
+        return out
+
+
+def _adds(reg: Registry, plugin: str) -> dict:
+    return {"models": sorted(m.name for m in reg.models.values() if m.plugin == plugin),
+            "datasets": sorted(d.name for d in reg.datasets.values() if d.plugin == plugin),
+            "extractors": sorted(x.name for x in reg.extractors.values() if x.plugin == plugin)}
+
+
+def _load_order(ep) -> tuple:
+    """zoo's own plugins first, then the others by entry-point name."""
+    dist = getattr(ep, "dist", None)
+    return (dist is None or dist.metadata["Name"] != "zoo", ep.name)
+
 
 def _contract_problem(cls) -> str | None:
+    from .contract import ZooModel
     if not (inspect.isclass(cls) and issubclass(cls, ZooModel)):
         return f"{cls!r} is not a subclass of zoo.ZooModel"
     for method in ("training_loss", "sample"):
@@ -229,21 +393,18 @@ def _contract_problem(cls) -> str | None:
     return None
 
 
-_HOOK_NAMES = tuple(sorted(n for n in dir(hookspecs) if getattr(getattr(hookspecs, n), "zoo_spec", None)))
-
-
-def _unknown_hooks(module: Any) -> list[str]:
-    """Names of ``@hookimpl`` functions of ``module`` that match no hook (typos such as
-    ``zoo_register_model``); pluggy accepts them silently and never calls them."""
-    names = []
+def _hook_functions(module: Any) -> list[tuple[str, dict]]:
+    """``(attribute, hookimpl options)`` for every ``@hookimpl`` function of ``module`` -- typos such as
+    ``zoo_register_model`` included (pluggy would accept those silently and never call them)."""
+    found = []
     for attr in dir(module):
         try:
             opts = getattr(getattr(module, attr), "zoo_impl", None)
         except Exception:  # noqa: BLE001 - odd attributes are not hooks
             continue
-        if isinstance(opts, dict) and (opts.get("specname") or attr) not in _HOOK_NAMES:
-            names.append(opts.get("specname") or attr)
-    return names
+        if isinstance(opts, dict) and inspect.isroutine(getattr(module, attr)):
+            found.append((attr, opts))
+    return found
 
 
 def _env_list(var: str) -> list[str] | None:
@@ -253,15 +414,47 @@ def _env_list(var: str) -> list[str] | None:
     return [s.strip() for s in raw.split(",") if s.strip()]
 
 
+def strict() -> bool:
+    """``ZOO_STRICT_PLUGINS=1``: a plugin failure is an error, with its traceback."""
+    return os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+def check_strict(reg: Registry) -> None:
+    """Raise :class:`PluginError` when plugins failed and ``ZOO_STRICT_PLUGINS=1``."""
+    if not (reg.failures and strict()):
+        return
+    first = reg.failures[0]
+    more = f" (and {len(reg.failures) - 1} more: `zoo plugins` lists them)" if len(reg.failures) > 1 else ""
+    detail = "\n".join(f"plugin '{f.plugin}': {f.error}\n{f.detail}".rstrip() for f in reg.failures)
+    raise PluginError(f"plugin '{first.plugin}' failed: {first.error}{more} "
+                      f"[ZOO_STRICT_PLUGINS=1 makes this an error]", detail)
+
+
 _REGISTRY: Registry | None = None
 
 
-def registry(reload: bool = False) -> Registry:
-    """The process-wide registry, loaded from entry points on first use."""
+def registry(reload: bool = False, *, check: bool = True) -> Registry:
+    """The process-wide registry, loaded from entry points on first use. With ``ZOO_STRICT_PLUGINS=1`` a
+    plugin failure raises :class:`PluginError` (``check=False``: never; ``zoo plugins`` lists them)."""
     global _REGISTRY
     if _REGISTRY is None or reload:
         _REGISTRY = Registry().load_entry_points()
+    if check:
+        check_strict(_REGISTRY)
     return _REGISTRY
+
+
+def loaded() -> bool:
+    """Whether this process has loaded the registry already (then using it costs nothing)."""
+    return _REGISTRY is not None
+
+
+def use_registry(reg: Registry | None) -> Registry | None:
+    """Make ``reg`` the process-wide registry (``None``: load from entry points on next use); returns
+    the previous one. ``zoo.testing.registry_with`` uses it to give a test a registry of its own."""
+    global _REGISTRY
+    before, _REGISTRY = _REGISTRY, reg
+    return before
 
 
 def list_models() -> list[str]:
@@ -328,7 +521,7 @@ def device_preset(presets, device: str) -> tuple[str | None, str]:
     return None, f"auto: training on {kind}, no '{wanted}' preset"
 
 
-def create_model(name: str, cfg=None, **sets):
+def create_model(name: str, cfg=None, **sets) -> ZooModel:
     """Build model ``name`` (timm-style): ``create_model("vae", **{"model.latent": 8})``.
     ``cfg`` is a resolved config; keyword arguments are ``--set`` style overrides."""
     if cfg is None:

@@ -1,30 +1,46 @@
-"""Reusable checks that a model plugin keeps zoo's model contract (``zoo/contract.py``).
+"""Reusable checks for zoo plugins, and a registry of your own for a test.
 
 Call them from your plugin's pytest suite::
 
-    from zoo.testing import check_model_contract
+    from zoo.testing import check_dataset, check_extractor, check_model_contract
 
     def test_my_model_keeps_the_contract():
         check_model_contract("my-vae")                       # builds the `tiny` preset
         check_model_contract("my-vae", sets=["data.name=fashion-mnist", "model.latent=8"])
 
-Each check fails with an ``AssertionError`` that names the model and what is wrong.
-They run on the CPU in seconds with a ``tiny`` preset, on a small batch of the
-configured dataset's real images (pass ``images=`` -- uint8 ``(N, C, H, W)`` -- to
-use your own). Nothing here knows any particular model.
+    def test_my_dataset():
+        check_dataset("my-digits", split="test")
+
+    def test_my_extractor():
+        check_extractor("my-features")
+
+Each check fails with an ``AssertionError`` that names the plugin's model, dataset or extractor and
+what is wrong. They run on the CPU in seconds. Nothing here knows any particular plugin.
+
+:func:`registry_with` (and the pytest fixture ``zoo_registry``, which zoo installs as a pytest
+plugin) gives a test a fresh registry holding only the plugins it names.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
-from typing import Iterable
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 
 from .contract import ZooModel
 from .errors import ZooError
 
-__all__ = ["check_model_contract"]
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_fidelity import FeatureExtractorBase
+
+    from .registry import Registry
+
+__all__ = ["check_model_contract", "check_dataset", "check_extractor", "registry_with"]
 
 
 def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterable[str] = (),
@@ -203,3 +219,198 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
     if not torch.equal(draw(copy.deepcopy(model), 0), reference):
         raise fail("a deep copy (as the trainer's EMA makes) samples differently")
     return model
+
+
+def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLike | None = None,
+                  sets: Iterable[str] = (), n: int = 16) -> torch.Tensor:
+    """Check dataset ``name`` (a registered dataset) against zoo's loader contract; returns the split's
+    images. ``split``/``root`` default to ``data.split``/``data.root`` in ``sets`` (``--set`` style, e.g.
+    ``ZOO_TEST_SETS``), else ``train`` and ``$ZOO_DATA``.
+
+    What is checked:
+
+    * it is registered with a description, ``channels`` and ``image_size`` >= 1, and ``split`` among
+      its ``splits``; the extractor it declares (if any) is registered;
+    * ``zoo.load_dataset(name, split, root)`` gives uint8 ``(N, C, H, W)`` with ``N >= 1`` and
+      ``C == channels``; labels, when the loader returns them, are ``N`` integers;
+    * loading twice gives the same images in the same order (holdouts depend on it);
+    * zoo's pipeline maps a batch to the registered ``image_size`` in the model range;
+    * with no files (an empty folder, downloads off) the loader raises :class:`zoo.ZooError` -- a
+      one-line message naming the missing files -- or finds the data elsewhere; any other exception
+      fails the check.
+    """
+    from .config import parse_set
+    from .data import load_dataset, to_model_input
+    from .registry import registry
+
+    def fail(what: str) -> AssertionError:
+        return AssertionError(f"dataset '{name}': {what}")
+
+    data = parse_set(list(sets)).get("data", {})
+    split = split or data.get("split") or "train"
+    root = root if root is not None else data.get("root")
+    reg = registry()
+    entry = reg.dataset(name)
+    if not entry.description:
+        raise fail("has no description (pass description=... to register; `zoo list` shows it)")
+    if entry.channels < 1 or entry.image_size < 1:
+        raise fail(f"channels={entry.channels} and image_size={entry.image_size} must be >= 1")
+    if not entry.splits or not all(isinstance(s, str) for s in entry.splits):
+        raise fail(f"splits must be a non-empty tuple of names, got {entry.splits!r}")
+    if split not in entry.splits:
+        raise fail(f"has no split '{split}' (splits: {', '.join(entry.splits)})")
+    if entry.extractor is not None and reg.extractors and entry.extractor not in reg.extractors:
+        raise fail(f"declares extractor '{entry.extractor}', which is not registered "
+                   f"(known: {', '.join(sorted(reg.extractors))})")
+
+    images, labels = load_dataset(name, split, root, with_labels=True)
+    if len(images) == 0:
+        raise fail(f"split '{split}' holds no images")
+    if images.shape[1] != entry.channels:
+        raise fail(f"the loader returns {tuple(images.shape)}: {images.shape[1]} channels, registered "
+                   f"channels={entry.channels} (images are (N, C, H, W), not (N, H, W, C))")
+    if labels is not None:
+        if not (torch.is_tensor(labels) and labels.dim() == 1 and len(labels) == len(images)
+                and not labels.is_floating_point()):
+            raise fail(f"labels must be {len(images)} integers (a (N,) tensor), got "
+                       f"{tuple(getattr(labels, 'shape', ()))} {getattr(labels, 'dtype', type(labels).__name__)}")
+    again = load_dataset(name, split, root)
+    if not torch.equal(images, again):
+        raise fail("loading the split twice gave other images (or another order): make the loader deterministic")
+    x = to_model_input(images[:n], entry.image_size, entry.channels, (-1.0, 1.0), "pad")
+    if tuple(x.shape[1:]) != (entry.channels, entry.image_size, entry.image_size) or not torch.isfinite(x).all():
+        raise fail(f"zoo's pipeline gave {tuple(x.shape)} from a batch of {tuple(images[:n].shape)}")
+
+    with tempfile.TemporaryDirectory() as empty, _environ(ZOO_OFFLINE="1"):
+        try:
+            out = entry.loader(Path(empty), split, False)
+        except ZooError:
+            pass
+        except Exception as e:  # noqa: BLE001 - the point of the check
+            raise fail(f"with no files the loader raised {type(e).__name__}: {e} -- raise zoo.ZooError naming "
+                       f"the missing files and how to point zoo at them (data.root / ZOO_DATA)") from None
+        else:
+            found = out[0] if isinstance(out, tuple) else out
+            if not (torch.is_tensor(found) and found.dtype == torch.uint8 and found.dim() == 4 and len(found)):
+                raise fail(f"with no files the loader returned {type(found).__name__} instead of raising "
+                           f"zoo.ZooError")
+    return images
+
+
+def check_extractor(name: str, *, options: dict | None = None, images: torch.Tensor | None = None,
+                    n: int = 16) -> FeatureExtractorBase:
+    """Check feature extractor ``name`` (a registered extractor) as zoo's evaluation harness uses it;
+    returns the extractor. ``options`` are passed to its factory; ``images`` (uint8 ``(N, C, H, W)``)
+    default to seeded noise of the extractor's input size.
+
+    What is checked:
+
+    * it is registered with a description; ``factory(**options)`` returns a
+      ``torch_fidelity.FeatureExtractorBase``; ``input_channels`` (if set) is 1 or 3 and ``input_size``
+      (if set) an int >= 1;
+    * it names a feature layer for every metric zoo computes (``fid``, ``kid``, ``prc``, ``isc``) and
+      computes it;
+    * every layer gives finite ``(N, D)`` features; the same images give the same features; an image's
+      features do not depend on the rest of its batch (no batch statistics: eval mode); different
+      images give different ``fid`` features.
+    """
+    from torch_fidelity import FeatureExtractorBase
+
+    from .evaluate import extract_features, layer
+    from .registry import registry
+
+    def fail(what: str) -> AssertionError:
+        return AssertionError(f"extractor '{name}': {what}")
+
+    entry = registry().extractor(name)
+    if not entry.description:
+        raise fail("has no description (pass description=... to register; `zoo list` shows it)")
+    try:
+        ext = entry.factory(**(options or {}))
+    except ZooError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise fail(f"factory(**{options or {}}) raised {type(e).__name__}: {e}") from None
+    if not isinstance(ext, FeatureExtractorBase):
+        raise fail(f"factory returned {type(ext).__name__}, not a torch_fidelity.FeatureExtractorBase")
+    ext = ext.eval().requires_grad_(False)
+    channels, size = getattr(ext, "input_channels", 3), getattr(ext, "input_size", None)
+    if channels not in (1, 3):
+        raise fail(f"input_channels={channels!r} must be 1 or 3")
+    if size is not None and not (isinstance(size, int) and size >= 1):
+        raise fail(f"input_size={size!r} must be an int >= 1 (or unset: the data's size)")
+    layers = {}
+    for metric in ("fid", "kid", "prc", "isc"):
+        try:
+            layers[metric] = layer(ext, metric)
+        except Exception as e:  # noqa: BLE001
+            raise fail(f"no feature layer for '{metric}' (zoo eval computes it): {type(e).__name__}: {e}") from None
+    if images is None:
+        side = size or 32
+        images = torch.randint(0, 256, (n, channels, side, side), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.uint8)
+    feats = extract_features(ext, images, size)
+    for key, value in feats.items():
+        if value.dim() != 2 or len(value) != len(images):
+            raise fail(f"layer '{key}' gave {tuple(value.shape)} for {len(images)} images, expected (N, D)")
+        if not torch.isfinite(value).all():
+            raise fail(f"layer '{key}' gave non-finite features")
+    again = extract_features(ext, images, size)
+    alone = extract_features(ext, images[:2], size)
+    for key, value in feats.items():
+        if not torch.allclose(again[key], value, rtol=1e-4, atol=1e-5):
+            raise fail(f"the same images gave other '{key}' features")
+        if not torch.allclose(alone[key], value[:2], rtol=1e-3, atol=1e-4):
+            raise fail(f"an image's '{key}' features depend on the rest of its batch (batch statistics? "
+                       f"return the extractor in eval mode)")
+    fid = feats[layers["fid"]]
+    if len(images) > 1 and torch.allclose(fid, fid[:1].expand_as(fid)):
+        raise fail("different images gave the same 'fid' features")
+    return ext
+
+
+@contextlib.contextmanager
+def registry_with(*plugins: Any, **named: Any) -> Iterator[Registry]:
+    """A fresh :class:`zoo.registry.Registry` holding only the given plugins, used as zoo's registry
+    (``zoo.create_model``, ``zoo.load_dataset``, the checks above, in-process CLI calls) inside the
+    block; the previous registry comes back afterwards.
+
+    ``plugins``: entry-point names of installed plugins (``"datasets"`` and ``"extractors"`` are zoo's
+    built-in datasets and extractors, ``"vae"`` its VAE, ...) or plugin objects (a module or an object
+    with ``@hookimpl`` methods, named by its ``__name__`` or class); ``named``: ``name=plugin_object``.
+    Failures are recorded in ``reg.failures`` as usual (``ZOO_PLUGINS`` / ``ZOO_DISABLE_PLUGINS`` do not
+    apply)::
+
+        with registry_with("datasets", my_plugin_module) as reg:
+            assert not reg.failures
+            check_dataset("my-digits")
+    """
+    from .registry import Registry, use_registry
+    reg = Registry()
+    names = [p for p in plugins if isinstance(p, str)]
+    reg.load_entry_points(only=names, skip=())
+    unknown = sorted(set(names) - {p.name for p in reg.attempted})
+    if unknown:
+        raise ZooError(f"no installed zoo plugin (entry point in group zoo.plugins) is named "
+                       f"{', '.join(repr(u) for u in unknown)}")
+    objects = [(p, getattr(p, "__name__", None) or type(p).__name__.lower()) for p in plugins if not isinstance(p, str)]
+    reg.add_plugins(objects + [(p, name) for name, p in named.items()])
+    before = use_registry(reg)
+    try:
+        yield reg
+    finally:
+        use_registry(before)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

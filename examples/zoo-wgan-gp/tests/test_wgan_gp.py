@@ -21,6 +21,13 @@ def test_wgan_gp_meets_the_zoo_model_contract():
     check_model_contract("wgan-gp", sets=SETS)
 
 
+def test_the_plugin_loads_alone_without_failures(zoo_registry):
+    # zoo_registry (a fixture zoo installs into pytest): a fresh registry holding only these plugins
+    reg = zoo_registry("datasets", "wgan-gp")
+    assert [f.error for f in reg.failures] == []
+    assert sorted(reg.models) == ["wgan-gp"] and reg.models["wgan-gp"].plugin == "wgan-gp"
+
+
 def linear_critic(w: torch.Tensor) -> nn.Module:
     critic = nn.Sequential(nn.Flatten(), nn.Linear(w.numel(), 1, bias=True), nn.Flatten(0))
     with torch.no_grad():

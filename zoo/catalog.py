@@ -1,0 +1,186 @@
+"""What ``zoo list`` shows, as plain data, and a cache of it so that ``zoo list`` needs no torch.
+
+:func:`snapshot` turns the live registry into JSON-able data: every model (family, plugin,
+description, parameters at its defaults and per preset, presets with their help, its ``model.*``
+settings with defaults, valid values and help, its sampling options), dataset and extractor, and
+the plugin failures. Building it imports every plugin, hence torch: a few seconds.
+
+:func:`listing` returns that snapshot from a cache file when the cache is current, else builds it
+and rewrites the cache. The cache is keyed by what could change the listing: the ``zoo.plugins``
+entry points (name, module, distribution, version), the modification times of zoo's own modules and
+of each plugin module's folder, the Python environment and machine (presets may depend on the
+device), ``ZOO_PLUGINS`` / ``ZOO_DISABLE_PLUGINS`` and the user config file. A snapshot that holds a
+plugin failure is never reused (installing a missing dependency changes none of the keys), and
+``ZOO_STRICT_PLUGINS=1`` always loads the plugins.
+The cache lives in ``$ZOO_CACHE``, else ``~/.cache/zoo``; ``zoo list --refresh`` rebuilds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1  # bump when the snapshot's layout changes
+_ENV = ("ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_CONFIG", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+
+
+# --- the snapshot ---------------------------------------------------------------------------------
+def snapshot(reg) -> dict:
+    """The registry ``reg`` as plain data (imports the models' code: torch)."""
+    return {
+        "models": [_model(e) for e in sorted(reg.models.values(), key=lambda e: e.name)],
+        "datasets": [{"name": d.name, "plugin": d.plugin, "channels": d.channels, "image_size": d.image_size,
+                      "splits": list(d.splits), "description": d.description, "extractor": d.extractor}
+                     for d in sorted(reg.datasets.values(), key=lambda d: d.name)],
+        "extractors": [{"name": x.name, "plugin": x.plugin, "description": x.description}
+                       for x in sorted(reg.extractors.values(), key=lambda x: x.name)],
+        "failures": [{"plugin": f.plugin, "error": f.error} for f in reg.failures],
+    }
+
+
+def _model(entry) -> dict:
+    from .config import Key
+    cls = entry.cls
+    own = (cls.config or {}).get("model", {}) or {}
+    variant = (entry.config or {}).get("model", {}) or {}
+    settings = []
+
+    def walk(section: dict, overrides: dict, prefix: str) -> None:
+        for k, v in section.items():
+            if isinstance(v, dict):
+                walk(v, overrides.get(k, {}) if isinstance(overrides.get(k), dict) else {}, f"{prefix}{k}.")
+                continue
+            key = v if isinstance(v, Key) else Key(v)
+            default = overrides[k] if k in overrides else key.default
+            settings.append({"key": f"{prefix}{k}", "default": _jsonable(default), "valid": key.describe(),
+                             "help": key.help})
+    walk(own, variant, "model.")
+    others = {}
+    for source in (cls.config or {}, entry.config or {}):
+        for section, values in source.items():
+            if section != "model" and isinstance(values, dict):
+                for k, v in values.items():
+                    others[f"{section}.{k}"] = _jsonable(v.default if isinstance(v, Key) else v)
+    helps = entry.preset_help
+    return {
+        "name": entry.name, "family": entry.family, "plugin": entry.plugin, "description": entry.description,
+        "params": param_count(entry.name),
+        "presets": [{"name": p, "help": helps.get(p, ""), "params": param_count(entry.name, p)}
+                    for p in entry.presets],
+        "settings": settings,
+        "defaults": others,
+        "sample_options": [{"name": n, "default": _jsonable(k.default), "valid": k.describe(), "help": k.help}
+                           for n, k in (getattr(cls, "sample_options", None) or {}).items()],
+    }
+
+
+def param_count(name: str, preset: str | None = None) -> int | None:
+    """Parameters of model ``name`` (at ``preset``), counted on the ``meta`` device: nothing is allocated.
+    ``None`` when it cannot be built (a listing never fails because of one model)."""
+    import torch
+    from .registry import create_model, model_config
+    try:
+        cfg = model_config(name, preset=preset)
+        with torch.device("meta"):
+            model = create_model(name, cfg)
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+# --- the cache ------------------------------------------------------------------------------------
+def cache_path() -> Path:
+    base = os.environ.get("ZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+    env = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]  # one file per Python environment
+    return Path(base).expanduser() / f"registry-{env}.json"
+
+
+def cache_key() -> dict:
+    """Everything the listing depends on that can be read without importing a plugin."""
+    import importlib.metadata as md
+    eps = sorted(md.entry_points(group="zoo.plugins"), key=lambda ep: (ep.name, ep.value))
+    points = [[ep.name, ep.value, *((ep.dist.metadata["Name"], ep.dist.version) if ep.dist else ("?", "?"))]
+              for ep in eps]
+    files = {}
+    for folder_or_file in [Path(__file__).parent, *(_module_files(ep.module) for ep in eps)]:
+        if folder_or_file is None:
+            continue
+        paths = sorted(folder_or_file.glob("*.py")) if folder_or_file.is_dir() else [folder_or_file]
+        for p in paths:
+            try:
+                files[str(p)] = p.stat().st_mtime_ns
+            except OSError:
+                files[str(p)] = None
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user_files = [os.environ.get("ZOO_CONFIG"), config_home / "zoo" / "config.yaml"]
+    for p in filter(None, user_files):
+        p = Path(p).expanduser()
+        files[str(p)] = p.stat().st_mtime_ns if p.is_file() else None
+    return {"format": FORMAT, "python": sys.version, "prefix": sys.prefix, "host": platform.node(),
+            "env": {v: os.environ.get(v) for v in _ENV}, "entry_points": points, "files": files}
+
+
+def _module_files(module: str) -> Path | None:
+    """The folder whose ``*.py`` files make up plugin ``module`` (its package), or its one file.
+
+    Found the way ``import`` finds it (the finders of ``sys.meta_path``, editable installs included) but
+    without importing anything, parent packages included, and without ``sys.modules`` (which may hold a
+    module of that name from elsewhere)."""
+    spec, path = None, None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        spec = None
+        for finder in sys.meta_path:
+            try:
+                spec = finder.find_spec(name, path)
+            except Exception:  # noqa: BLE001 - a broken finder or plugin: the live registry will say why
+                spec = None
+            if spec is not None:
+                break
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    if not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    origin = Path(spec.origin)
+    return origin.parent if (spec.submodule_search_locations or "." in module) else origin
+
+
+def listing(refresh: bool = False, on_build=None) -> tuple[dict, str]:
+    """``(snapshot, how)``: ``how`` is ``live`` (the registry was loaded in this process already),
+    ``cached`` or ``refreshed`` (built now -- slow: imports torch and every plugin -- and cached).
+    ``on_build()`` is called before a slow build (``zoo list`` says so on a terminal)."""
+    loaded = sys.modules.get("zoo.registry")  # (importing it would import pluggy: not needed for a cache hit)
+    if loaded is not None and loaded.loaded():
+        return snapshot(loaded.registry()), "live"
+    path, key = cache_path(), None
+    strict = os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")  # a plugin author: live
+    if not (refresh or strict):
+        key = cache_key()
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key and not stored["snapshot"]["failures"]:
+                return stored["snapshot"], "cached"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if on_build is not None:
+        on_build()
+    from .registry import registry
+    snap = snapshot(registry())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key or cache_key(), "snapshot": snap}))
+        os.replace(tmp, path)  # atomic: a concurrent `zoo list` reads the old file or the new one
+    except OSError:
+        pass  # a read-only cache folder only costs speed
+    return snap, "refreshed"
