@@ -8,11 +8,13 @@ import sys
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS
 from plugin_env import toy_dist
 from zoo import ZooError, ZooModel
+from zoo.cli import main
 from zoo.config import Config
 from zoo.contract import has_log_likelihood, uniform_dequantize
 from zoo.likelihood import evaluate_likelihood
@@ -172,11 +174,19 @@ def test_cli_nll_reports_bits_per_dim_n_and_time(vaes):
 def test_cli_bad_likelihood_options_are_one_line_errors_before_any_work(vaes, args, needle):
     run, _, _ = vaes
     (run / "eval.json").unlink(missing_ok=True)
-    r = zoo_cli("eval", run, *args)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    r = CliRunner().invoke(main, ["eval", str(run), *args])
+    assert r.exit_code == 2 and "Traceback" not in r.output and isinstance(r.exception, SystemExit), r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.output
     assert not (run / "eval.json").exists()
+
+
+def test_cli_bad_likelihood_option_from_the_shell(vaes):
+    run, _, _ = vaes
+    r = zoo_cli("eval", run, "--nll", "--nll-option", "sample=8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: model 'vae' has no likelihood option 'sample' (did you mean "
+                                             "'samples'?) (its options: samples)"]
 
 
 def test_cli_nll_for_a_model_without_a_density_is_a_dash(tmp_path, monkeypatch):
@@ -195,6 +205,6 @@ def test_cli_nll_for_a_model_without_a_density_is_a_dash(tmp_path, monkeypatch):
     assert "bits/dim   — (model 'toy' defines no likelihood" in r.stdout, r.stdout
     saved = json.loads((run / "eval.json").read_text())
     assert saved["bits_per_dim"] is None and saved["bits_per_dim_bound"] is None and saved["nll_n"] is None
-    r = zoo_cli("eval", "--images", run / "samples.png", "--nll")
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: --nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images"], r.stderr
+    r = CliRunner().invoke(main, ["eval", "--images", str(run / "samples.png"), "--nll"])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images"], r.output

@@ -35,7 +35,7 @@ def result_table(r: dict) -> str:
     if r.get("is_mean") is not None:
         splits = int(r.get("is_splits") or 1)
         rows.append(("IS", pm(r["is_mean"], r.get("is_std"), splits > 1, f"std over {splits} splits") if splits > 1
-                     else f"{r['is_mean']:.3f} (1 split of {r.get('n')} images; ± needs 2000 or more)"))
+                     else f"{r['is_mean']:.3f} (1 split of {r.get('n')} images; a spread needs 2000 or more)"))
     if r.get("kid_mean") is not None:
         m, subsets = r.get("kid_subset_size"), r.get("kid_subsets")
         differ = bool(r.get("kid_subsets_differ", True))
@@ -208,9 +208,9 @@ def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, c
     from .registry import registry
     cfg = api.run_config(run_dir)
     cls = registry().model(cfg.model_name).cls
-    options = check_sample_options(cls, options)            # before any work: a typo costs nothing
+    options = check_sample_options(cls, options, name=cfg.model_name)   # before any work: a typo costs nothing
     if nll:
-        nll_options = check_likelihood_options(cls, nll_options)
+        nll_options = check_likelihood_options(cls, nll_options, name=cfg.model_name)
     model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
     cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
     ref = reference_for_config(cfg, reference) if parse_metrics(metrics, allow_empty=nll) else None

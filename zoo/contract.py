@@ -190,13 +190,15 @@ def to_unit(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
     return ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
-def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str = "--option") -> dict:
+def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str = "--option",
+                         name: str | None = None) -> dict:
     """``options`` checked against the model's declared ``sample_options`` and converted to their types:
-    an unknown name or a bad value is a one-line :class:`zoo.ZooError`. Returns a new dict."""
+    an unknown name or a bad value is a one-line :class:`zoo.ZooError`. Returns a new dict. ``name``:
+    the registered model name for messages (default: from the model's config or class)."""
     from .errors import ZooError, did_you_mean
     declared = getattr(model_or_cls, "sample_options", {}) or {}
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
-    name = getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
+    name = name or getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
         or cls.__name__.lower()
     out = {}
     for key, value in options.items():
@@ -214,7 +216,8 @@ def has_log_likelihood(model_or_cls) -> bool:
     return getattr(cls, "log_likelihood", None) is not ZooModel.log_likelihood
 
 
-def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: str = "--nll-option") -> dict:
+def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: str = "--nll-option",
+                             name: str | None = None) -> dict:
     """``options`` for ``log_likelihood`` checked against the model's ``likelihood_options`` (one-line
     :class:`zoo.ZooError` for an unknown name or a bad value; returns them converted).
 
@@ -224,7 +227,7 @@ def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: s
     from .errors import ZooError, did_you_mean
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
     declared = getattr(cls, "likelihood_options", {}) or {}
-    name = getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
+    name = name or getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
         or cls.__name__.lower()
     if declared:
         known = declared
