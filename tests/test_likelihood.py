@@ -71,6 +71,14 @@ def test_padded_model_divides_by_the_native_dimension(mnist_root):
     assert r["bits_per_dim"] == pytest.approx(8.0 * 1024 / 784)
 
 
+def test_a_run_without_held_out_images_says_which_images_it_used(mnist_root):
+    model = Uniform(Config({"model_name": "uniform", "data": {**DATA, "holdout": 0, "limit": 20}}))
+    with pytest.warns(UserWarning, match="likelihood measured on the training images"):
+        r = evaluate_likelihood(model)
+    assert r["nll_n"] == 20 and r["nll_images"] == "mnist test split, first 20 (the training images)"
+    assert len(r["warnings"]) == 1 and "data.holdout=N" in r["warnings"][0]
+
+
 def test_resized_runs_and_non_8bit_inputs_are_refused(mnist_root):
     with pytest.raises(ZooError, match="resizes 28x28 images to 16x16"):
         evaluate_likelihood(uniform("discrete", (-1.0, 1.0), image_size=16), n=10)

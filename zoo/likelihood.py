@@ -32,21 +32,25 @@ def bits_per_dim(nats: torch.Tensor, dims: int) -> float:
     return float(-nats.double().mean() / (dims * math.log(2)))
 
 
-def likelihood_reference(cfg):
-    """The real images a run's likelihood is measured on, as a :class:`zoo.evaluate.Reference`, and a
-    warning (or None) when they are not held out from training."""
-    from .evaluate import reference_for_config
+def likelihood_images(cfg) -> tuple[torch.Tensor, str, str | None]:
+    """The real images a run's likelihood is measured on (uint8), what they are, and a warning (or None)
+    when they are not held out from training: the run's ``data.holdout`` images; else the dataset's test
+    split when the run trains on another; else its training images."""
+    from .config import BASE, Config
+    from .data import load_images
     from .registry import registry
-    data = cfg["data"]
-    entry = registry().dataset(data["name"])
-    if data.get("holdout"):
-        return reference_for_config(cfg, "holdout"), None
-    split = data.get("split", "train")
-    if split != "test" and "test" in entry.splits:
-        return reference_for_config(cfg, "test"), None
-    ref = reference_for_config(cfg, None)
-    return ref, (f"likelihood measured on the training images ({ref.description}): the run holds none out, so "
-                 f"bits/dim is optimistic -- train with data.holdout=N to measure it on unseen images")
+    data = Config({**BASE["data"], **dict(cfg["data"])})
+    entry = registry().dataset(data.name)
+    if data.holdout:
+        images = load_images(Config({**data, "limit": None}), "holdout")
+        return images, f"{data.name} {data.split} split, the {len(images)} held-out images", None
+    if data.split != "test" and "test" in entry.splits:
+        return load_images(Config({**data, "split": "test", "limit": None}), "all"), \
+            f"{data.name} test split (the run trains on its {data.split} split)", None
+    what = f"{data.name} {data.split} split{f', first {data.limit}' if data.limit else ''} (the training images)"
+    return load_images(data, "train"), what, (
+        f"likelihood measured on the training images ({what}): the run holds none out, so bits/dim is "
+        f"optimistic -- train with data.holdout=N to measure it on unseen images")
 
 
 def check_native_input(model, images: torch.Tensor) -> None:
@@ -84,8 +88,7 @@ def evaluate_likelihood(model, cfg=None, *, n: int | None = None, seed: int = 0,
         out["nll_note"] = f"model '{name}' defines no likelihood (it does not implement log_likelihood)"
         return out
     options = check_likelihood_options(model, options or {})
-    reference, warning = likelihood_reference(cfg)
-    images, _ = reference.load()
+    images, described, warning = likelihood_images(cfg)
     if n is not None:
         if int(n) < 1:
             raise ZooError(f"--nll-n {n}: give at least 1 image")
@@ -128,7 +131,7 @@ def evaluate_likelihood(model, cfg=None, *, n: int | None = None, seed: int = 0,
     bounds = {bound: bits_per_dim(nats, dims)}
     bounds.update({k: bits_per_dim(torch.cat(v), dims) for k, v in also.items() if k != bound})
     out.update(bits_per_dim=bounds[bound], bits_per_dim_bound=bound, bits_per_dim_bounds=bounds,
-               nll_n=len(nats), nll_seconds=round(seconds, 3), nll_images=reference.description, nll_dims=dims,
+               nll_n=len(nats), nll_seconds=round(seconds, 3), nll_images=described, nll_dims=dims,
                nll_options=options, warnings=warnings)
     return out
 
