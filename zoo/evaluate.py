@@ -447,7 +447,7 @@ def parse_metrics(metrics, allow_empty: bool = False) -> tuple[str, ...]:
             raise ZooError(f"unknown metric '{m}'{did_you_mean(m, METRICS)} (metrics: {', '.join(METRICS)}; "
                            f"prc = precision/recall, modes = mode coverage of digits)")
     if not items:
-        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)})")
+        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)}; 'none' only with --nll for a run)")
     return tuple(dict.fromkeys(items))
 
 
