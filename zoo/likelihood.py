@@ -36,18 +36,19 @@ def likelihood_images(cfg) -> tuple[torch.Tensor, str, str | None]:
     """The real images a run's likelihood is measured on (uint8), what they are, and a warning (or None)
     when they are not held out from training: the run's ``data.holdout`` images; else the dataset's test
     split when the run trains on another; else its training images."""
-    from .config import BASE, Config
+    from .config import Config
     from .data import load_images
     from .registry import registry
-    data = Config({**BASE["data"], **dict(cfg["data"])})
+    data = Config(dict(cfg["data"]))   # a run's resolved data section
     entry = registry().dataset(data.name)
-    if data.holdout:
+    split, limit = data.get("split", "train"), data.get("limit")
+    if data.get("holdout"):
         images = load_images(Config({**data, "limit": None}), "holdout")
-        return images, f"{data.name} {data.split} split, the {len(images)} held-out images", None
-    if data.split != "test" and "test" in entry.splits:
-        return load_images(Config({**data, "split": "test", "limit": None}), "all"), \
-            f"{data.name} test split (the run trains on its {data.split} split)", None
-    what = f"{data.name} {data.split} split{f', first {data.limit}' if data.limit else ''} (the training images)"
+        return images, f"{data.name} {split} split, the {len(images)} held-out images", None
+    if split != "test" and "test" in entry.splits:
+        return load_images(Config({**data, "split": "test", "holdout": 0, "limit": None}), "all"), \
+            f"{data.name} test split (the run trains on its {split} split)", None
+    what = f"{data.name} {split} split{f', first {limit}' if limit else ''} (the training images)"
     return load_images(data, "train"), what, (
         f"likelihood measured on the training images ({what}): the run holds none out, so bits/dim is "
         f"optimistic -- train with data.holdout=N to measure it on unseen images")
