@@ -475,7 +475,7 @@ def test_option_reaches_the_models_declared_sampling_options(temp_run, cache):
 
 @pytest.mark.parametrize("args, needle", [
     (["--option", "temprature=1"], "has no sampling option 'temprature' (did you mean 'temperature'?)"),
-    (["--option", "temperature=-1"], "(in --option) must be > 0 (scale of the latent noise)"),
+    (["--option", "temperature=-1"], "(in --option) must be > 0"),
     (["--option", "temperature=hot"], "temperature in --option expects float"),
     (["--steps", "5"], "model 'toytemp' has no sampling option 'steps' (its options: temperature"),
     (["--steps", "5", "--option", "steps=3"], "--steps and --option steps=... both set 'steps'"),
