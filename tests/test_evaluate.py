@@ -265,3 +265,231 @@ def test_eval_net_train_is_deterministic_and_records_its_data(tmp_path):
     blob = torch.load(outs[0], weights_only=True)
     assert set(blob) == {"state_dict", "meta"}
     assert all(isinstance(v, (str, int, float, dict, type(None))) for v in blob["meta"].values())
+
+
+# --- CLI-level checks (subprocess: exit code, one line, no traceback) -------------------------------
+def zoo_cli(*args, env=None):
+    import os
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def assert_subprocess_error(r, *needles):
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_images_pointing_at_a_run_directory_says_use_zoo_eval_run(tmp_path):
+    run = tmp_path / "runs" / "vae"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "samples").mkdir()
+    (run / "config.yaml").write_text("model_name: vae\n")
+    for i in range(51):   # the 51 sample-grid PNGs that were once scored as 51 samples
+        save_image(torch.rand(3, 62, 62), run / "samples" / f"step-{i:06d}.png")
+    save_image(torch.rand(3, 62, 62), run / "samples.png")
+    before = sorted(p.name for p in run.rglob("*"))
+    r = zoo_cli("eval", "--images", run)
+    assert_subprocess_error(r, f"'{run}' is a zoo run directory", f"`zoo eval {run}`")
+    r = zoo_cli("eval", "--images", run / "samples")
+    assert_subprocess_error(r, "is the samples folder of a zoo run directory", f"`zoo eval {run}`")
+    assert sorted(p.name for p in run.rglob("*")) == before   # no debris (no eval.json)
+
+
+def test_too_few_images_for_fid_is_a_warning_in_the_output_and_the_json(holdout, tmp_path, cache):
+    np.save(tmp_path / "few.npy", holdout[0][:100].numpy())
+    r = zoo_cli("eval", "--images", tmp_path / "few.npy", *CLI_DATA, "--reference", "holdout", "--metrics", "fid",
+                "--cache-dir", cache, "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: FID from 100 images is not meaningful"), r.stderr
+    assert "at least 256 on each side (2 x 128" in lines[0]
+    assert out["warnings"] == [lines[0][len("warning: "):]] and out["fid_min_images"] == 256 and out["fid"] > 0
+    # at the floor, no warning
+    enough = evaluate(holdout[0][:256], reference="holdout", data=DATA, cache_dir=cache, metrics="fid")
+    assert enough["warnings"] == []
+
+
+# --- ± only where it means something -------------------------------------------------------------
+def test_plus_minus_only_where_the_spread_means_something():
+    from zoo.cli_eval import result_table
+    base = {k: None for k in ("fid", "precision", "recall")}
+    one_split = result_table({**base, "is_mean": 5.6754, "is_std": 0.0, "is_splits": 1, "n": 1000,
+                              "kid_mean": 0.012345, "kid_std": 0.0, "kid_subsets": 100, "kid_subset_size": 1000,
+                              "kid_subsets_differ": False})
+    assert "±" not in one_split
+    assert "IS         5.675 (1 split of 1000 images; a spread needs 2000 or more)" in one_split
+    assert "KID        0.01235 (1 subset: all 1000 images on both sides, no spread)" in one_split
+    ten = result_table({**base, "is_mean": 5.6754, "is_std": 0.1234, "is_splits": 10, "n": 10000,
+                        "kid_mean": 0.0012345, "kid_std": 0.0000456, "kid_subsets": 100, "kid_subset_size": 1000,
+                        "kid_subsets_differ": True})
+    assert "IS         5.68 ± 0.12 (std over 10 splits)" in ten
+    assert "KID        0.001234 ± 0.000046 (std over 100 subsets of 1000)" in ten   # no "± 0.00000"
+
+
+def test_cli_table_shows_splits_and_subsets(holdout, cache):
+    x = load_images(Config(DATA), "train")[:2000]    # 2 IS splits of 1000
+    np.save(cache / "two-thousand.npy", x.numpy())
+    r = cli("eval", "--images", cache / "two-thousand.npy", *CLI_DATA, "--reference", "holdout",
+            "--metrics", "is,kid", "--cache-dir", cache)
+    assert r.exit_code == 0, r.output
+    is_row = next(line for line in r.stdout.splitlines() if line.startswith("IS "))
+    kid_row = next(line for line in r.stdout.splitlines() if line.startswith("KID "))
+    assert is_row.endswith("(std over 2 splits)") and " ± " in is_row
+    assert kid_row.endswith("(std over 100 subsets of 1000)") and " ± 0.00000 " not in kid_row
+
+
+# --- mode coverage of digits ---------------------------------------------------------------------
+def test_modes_of_real_digits_and_of_one_digit_copied(holdout, cache):
+    real = score(holdout[0], cache, metrics="modes", reference="holdout")
+    assert real["modes"] == 10 and real["class_kl"] < 0.02 and real["mean_confidence"] > 0.95
+    assert sum(real["modes_histogram"]) == pytest.approx(1.0, abs=1e-3) and real["modes_min_share"] == 0.02
+    one = score(holdout[0][:1].expand(500, -1, -1, -1), cache, metrics="modes", reference="holdout")
+    assert one["modes"] == 1 and one["class_kl"] == pytest.approx(np.log(10), abs=1e-9)
+    assert sorted(one["modes_histogram"])[-1] == 1.0
+    # a collapse onto two digits: 2 modes, KL = log 5
+    threes, sevens = holdout[0][holdout[1] == 3], holdout[0][holdout[1] == 7]
+    k = min(len(threes), len(sevens))
+    r = score(torch.cat([threes[:k], sevens[:k]]), cache, metrics="modes", reference="holdout")
+    assert r["modes"] == 2 and r["class_kl"] == pytest.approx(np.log(5), abs=0.1)   # ~2% misread digits
+
+
+# --- the extractor a dataset declares --------------------------------------------------------------
+DIGIT_PLUGIN = """
+from zoo import hookimpl
+from zoo_plugins.datasets import mnist
+
+
+def inverted(root, split, download):
+    images, labels = mnist(root, split, download)
+    return 255 - images, labels
+
+
+@hookimpl
+def zoo_register_datasets(register):
+    register("inverted-mnist", inverted, channels=1, image_size=28, description="MNIST, black on white")
+    try:
+        register("digits", mnist, channels=1, image_size=28, description="MNIST again", extractor="mnist")
+    except TypeError:   # a zoo whose dataset registrar takes no extractor yet: the test sets it
+        register("digits", mnist, channels=1, image_size=28, description="MNIST again")
+"""
+
+
+@pytest.fixture
+def digit_plugin(tmp_path_factory, monkeypatch):
+    from plugin_env import make_dist
+    site = make_dist(tmp_path_factory.mktemp("site"), "zoo-digits", {"digits": "digitzoo"}, {"digitzoo": DIGIT_PLUGIN})
+    monkeypatch.syspath_prepend(str(site))
+    reg = registry(reload=True)
+    assert not reg.failures, reg.failures
+    entry = reg.datasets["digits"]
+    if getattr(entry, "extractor", None) is None:
+        entry.extractor = "mnist"
+    yield site
+    sys.modules.pop("digitzoo", None)
+    registry(reload=True)
+
+
+def test_extractor_not_made_for_the_data_warns(digit_plugin, holdout, cache):
+    inverted = {**DATA, "name": "inverted-mnist"}
+    with pytest.warns(UserWarning, match="made for mnist, not for 'inverted-mnist'"):
+        r = evaluate(255 - holdout[0], reference="holdout", data=inverted, cache_dir=cache, metrics="fid,modes")
+    assert r["extractor"] == "mnist"
+    mismatch = [w for w in r["warnings"] if "made for" in w]
+    assert mismatch == ["the 'mnist' feature extractor was made for mnist, not for 'inverted-mnist': its features "
+                        "and classes may not fit these images, so the scores can mislead -- 'inverted-mnist' "
+                        "declares no extractor: use a general one (--extractor inception) or one made for it (a "
+                        "dataset plugin names it when it registers the dataset)"]
+    assert r["modes"] is None and r["class_kl"] is None and "not for 'inverted-mnist'" in r["modes_note"]
+    # a dataset that declares the extractor: no warning, and the digits classifier counts its modes
+    declared = evaluate(holdout[0], reference="holdout", data={**DATA, "name": "digits"}, cache_dir=cache,
+                        metrics="fid,modes")
+    assert declared["warnings"] == [] and declared["modes"] == 10
+
+
+def test_cli_warns_once_about_the_extractor_in_output_and_json(digit_plugin, holdout, tmp_path, cache):
+    import os
+    np.save(tmp_path / "inverted.npy", (255 - holdout[0][:300]).numpy())
+    env = {"PYTHONPATH": os.pathsep.join([str(digit_plugin), os.environ.get("PYTHONPATH", "")])}
+    r = zoo_cli("eval", "--images", tmp_path / "inverted.npy", "--set", "data.name=inverted-mnist", *CLI_DATA,
+                "--reference", "holdout", "--metrics", "fid", "--cache-dir", cache, "--json", env=env)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: the 'mnist' feature extractor was made for mnist, "
+                                                   "not for 'inverted-mnist'"), r.stderr
+    assert json.loads(r.stdout)["warnings"] == [lines[0][len("warning: "):]]
+
+
+# --- sampling options: --option KEY=VALUE, --sampler/--steps/--eta as shortcuts -----------------------
+OPTION_PLUGIN = """
+from zoo import Key, hookimpl
+from zoo.contract import randn, to_unit
+from toyzoo import Toy
+
+
+class ToyTemperature(Toy):
+    sample_options = {"temperature": Key(1.0, "scale of the latent noise", gt=0)}
+
+    def sample(self, n, generator, temperature=1.0):
+        z = randn((n, self.cfg.model.width, *[s // 2 for s in self.image_shape[1:]]), generator, self.device)
+        return to_unit(self.dec(z * temperature))
+
+
+@hookimpl
+def zoo_register_models(register):
+    register(ToyTemperature, name="toytemp")
+"""
+
+
+@pytest.fixture(scope="module")
+def temp_run(tmp_path_factory, mnist_root):
+    from plugin_env import make_dist
+    site = toy_dist(tmp_path_factory.mktemp("optsite"))
+    make_dist(site, "zoo-toytemp", {"toytemp": "toytemp"}, {"toytemp": OPTION_PLUGIN})
+    sys.path.insert(0, str(site))
+    registry(reload=True)
+    run = tmp_path_factory.mktemp("toytemp") / "run"
+    zoo.train("toytemp", out=run, sets=MNIST_SETS + ["trainer.max_steps=2"])
+    yield run, site
+    sys.path.remove(str(site))
+    for m in ("toyzoo", "toytemp"):
+        sys.modules.pop(m, None)
+    registry(reload=True)
+
+
+def test_option_reaches_the_models_declared_sampling_options(temp_run, cache):
+    run, _ = temp_run
+    fids = {}
+    for t in ("0.25", "2"):
+        r = cli("eval", run, "-n", 300, "--metrics", "fid", "--option", f"temperature={t}", "--cache-dir", cache, "--json")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["sample_options"] == {"temperature": float(t)}
+        fids[t] = out["fid"]
+    assert fids["0.25"] != fids["2"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--option", "temprature=1"], "has no sampling option 'temprature' (did you mean 'temperature'?)"),
+    (["--option", "temperature=-1"], "(in --option) must be > 0"),
+    (["--option", "temperature=hot"], "temperature in --option expects float"),
+    (["--steps", "5"], "model 'toytemp' has no sampling option 'steps' (its options: temperature"),
+    (["--steps", "5", "--option", "steps=3"], "--steps and --option steps=... both set 'steps'"),
+    (["--option", "temperature"], "is not KEY=VALUE"),
+])
+def test_bad_options_are_one_line_errors_before_any_work(temp_run, args, needle):
+    run, _ = temp_run
+    (run / "eval.json").unlink(missing_ok=True)
+    assert_one_line_error(cli("eval", run, *args), needle)
+    assert not (run / "eval.json").exists()
+
+
+def test_bad_option_from_the_shell(temp_run):
+    import os
+    run, site = temp_run
+    r = zoo_cli("eval", run, "--option", "temprature=1", env={"PYTHONPATH": str(site)})
+    assert_subprocess_error(r, "did you mean 'temperature'?")

@@ -18,11 +18,45 @@ def _fmt(v, digits: int) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def pm(mean: float, std: float | None, meaningful: bool, what: str, digits: int = 3) -> str:
+    """``mean ± std (what)`` with std to two significant digits and the mean to the same decimals; just
+    ``mean`` when the spread means nothing (one split, identical subsets, or exactly 0)."""
+    import math
+    if not meaningful or std is None or not math.isfinite(std) or std <= 0:
+        return f"{mean:.{digits}f}"
+    decimals = min(10, max(0, 1 - math.floor(math.log10(std))))
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f} ({what})"
+
+
 def result_table(r: dict) -> str:
-    rows = [("FID", _fmt(r["fid"], 3)),
-            ("IS", None if r["is_mean"] is None else f"{r['is_mean']:.3f} ± {r['is_std']:.3f}"),
-            ("KID", None if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {r['kid_std']:.5f}"),
-            ("precision", _fmt(r["precision"], 4)), ("recall", _fmt(r["recall"], 4))]
+    """The human-readable table of a result dict (``zoo eval``): ± only where it means something, with
+    what it is over; ``—`` for what was asked but does not apply (a model with no likelihood)."""
+    rows = [("FID", _fmt(r.get("fid"), 3))]
+    if r.get("is_mean") is not None:
+        splits = int(r.get("is_splits") or 1)
+        rows.append(("IS", pm(r["is_mean"], r.get("is_std"), splits > 1, f"std over {splits} splits") if splits > 1
+                     else f"{r['is_mean']:.3f} (1 split of {r.get('n')} images; a spread needs 2000 or more)"))
+    if r.get("kid_mean") is not None:
+        m, subsets = r.get("kid_subset_size"), r.get("kid_subsets")
+        differ = bool(r.get("kid_subsets_differ", True))
+        rows.append(("KID", pm(r["kid_mean"], r.get("kid_std"), differ, f"std over {subsets} subsets of {m}", 5)
+                     if differ else f"{r['kid_mean']:.5f} (1 subset: all {m} images on both sides, no spread)"))
+    rows += [("precision", _fmt(r.get("precision"), 4)), ("recall", _fmt(r.get("recall"), 4))]
+    if r.get("modes") is not None:
+        share = r.get("modes_min_share", 0.02)
+        rows += [("modes", f"{r['modes']} of {len(r.get('modes_histogram') or []) or 10} classes "
+                           f"(each >= {share * 100:g}% of the samples)"),
+                 ("class KL", f"{r['class_kl']:.4f} nats (0: balanced classes, 2.3026: one class)"),
+                 ("confidence", f"{r['mean_confidence']:.4f} (mean top-class probability)")]
+    elif r.get("modes_note"):
+        rows.append(("modes", f"— ({r['modes_note']})"))
+    if r.get("bits_per_dim") is not None:
+        others = "; ".join(f"{k} {v:.4f}" for k, v in (r.get("bits_per_dim_bounds") or {}).items()
+                           if k != r["bits_per_dim_bound"])
+        rows.append(("bits/dim", f"{r['bits_per_dim']:.4f} ({r['bits_per_dim_bound']} bound{'; ' + others if others else ''}"
+                                 f") on {r['nll_n']} images in {r['nll_seconds']:.1f} s"))
+    elif r.get("nll_note"):
+        rows.append(("bits/dim", f"— ({r['nll_note']})"))
     lines = [f"{name:<10} {value}" for name, value in rows if value not in (None, "-")]
     return "\n".join([f"{'metric':<10} value", f"{'-' * 10} {'-' * 16}", *lines])
 
@@ -31,20 +65,31 @@ def result_table(r: dict) -> str:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--images", "images_path", type=click.Path(),
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
-                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)).")
+                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
 @click.option("-n", "n", type=click.IntRange(2), help="Samples to draw [default: 10000]; with --images, use the first N.")
-@click.option("--metrics", default="fid,is,kid,prc", show_default=True,
-              help="Comma-separated: fid, is, kid, prc (precision/recall).")
+@click.option("--metrics", default="fid,is,kid,prc,modes", show_default=True,
+              help="Comma-separated: fid, is, kid, prc (precision/recall), modes (mode coverage of digits); "
+                   "none with --nll for the likelihood alone.")
 @click.option("--extractor", help="Feature extractor: mnist (zoo's MNIST classifier), inception (torch-fidelity's "
-              "Inception-v3) or a plugin's (zoo list). [default: mnist for 28x28 grayscale data, else inception]")
+              "Inception-v3) or a plugin's (zoo list). [default: the one the dataset declares, else mnist for "
+              "28x28 grayscale data, else inception]")
 @click.option("--reference", help="Real images to compare against: the run's training images [default], "
               "holdout (its held-out images), a whole split (train, test), or a folder / .npz / .npy.")
-@click.option("--sampler", help="Diffusion sampler (ddpm, ddim).")
-@click.option("--steps", type=click.IntRange(1), help="Diffusion sampling steps (e.g. 50 for DDIM).")
-@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
+@click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE",
+              help="A sampling option of the run's model (repeatable; `zoo list MODEL` shows them), "
+                   "e.g. --option sampler=ddim --option steps=50.")
+@click.option("--sampler", help="Shortcut for --option sampler=NAME.")
+@click.option("--steps", help="Shortcut for --option steps=N.")
+@click.option("--eta", help="Shortcut for --option eta=X.")
+@click.option("--nll", is_flag=True, help="Also measure the likelihood: bits/dim of the held-out images, for "
+              "models that implement log_likelihood (— for the others).")
+@click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
+@click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
+              help="A likelihood option of the model (repeatable), e.g. --nll-option samples=256 for a VAE's "
+                   "importance-weighted bound.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (same seed, same images).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
-              help="Images per batch for sampling and feature extraction.")
+              help="Images per batch for sampling, feature extraction and the likelihood.")
 @click.option("--inception-weights", type=click.Path(dir_okay=False),
               help="Local copy of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (no download).")
 @click.option("--mnist-weights", type=click.Path(dir_okay=False),
@@ -58,22 +103,25 @@ def result_table(r: dict) -> str:
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout (for scripts).")
-def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, steps, eta, seed, batch_size,
-             inception_weights, mnist_weights, cache_dir, sets, ckpt, no_ema, device, as_json):
-    """FID / IS / KID / precision-recall of a run's samples (or of --images) against real images.
+def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_items, sampler, steps, eta, nll, nll_n,
+             nll_items, seed, batch_size, inception_weights, mnist_weights, cache_dir, sets, ckpt, no_ema, device,
+             as_json):
+    """FID / IS / KID / precision-recall / mode coverage of a run's samples (or of --images) against real
+    images, and with --nll the model's likelihood in bits/dim.
 
     \b
     Samples N images from RUN_DIR's model (EMA weights when it has them), compares them with the
     run's training images, prints a table and writes RUN_DIR/eval.json:
-      zoo eval runs/ddpm --sampler ddim --steps 50
+      zoo eval runs/ddpm --option sampler=ddim --option steps=50
       zoo eval runs/vae -n 2000 --metrics fid,is --reference holdout
+      zoo eval runs/vae --nll --nll-option samples=256 --metrics none
       zoo eval --images samples.npz --set data.split=test --set data.holdout=1000 --json
     Reference statistics are computed once and cached. --extractor inception needs its weights
-    file (cached by torch, downloaded, or --inception-weights PATH).
+    file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
+    every number.
     """
-    from . import api
-    from .config import BASE, Config, base_config, merge, parse_set
-    from .evaluate import evaluate, read_images, reference_for_config
+    from .config import BASE, Config, base_config, merge, parse_options, parse_set
+    from .evaluate import parse_metrics, read_images, reference_for_config
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
@@ -81,20 +129,27 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, st
     if set(overrides) - {"data"}:
         raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
     name, weights = _extractor_choice(extractor, inception_weights, mnist_weights)
-    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta}.items() if v is not None}
+    options = sample_options(option_items, sampler=sampler, steps=steps, eta=eta)
+    nll_options = parse_options(nll_items, "--nll-option")
+    if nll_options and not nll:
+        raise ZooError("--nll-option applies to the likelihood: add --nll")
+    if nll_n is not None and not nll:
+        raise ZooError("--nll-n applies to the likelihood: add --nll")
+    if images_path is not None:
+        if options:
+            raise ZooError(f"--option/--sampler/--steps/--eta ({', '.join(options)}) apply to sampling a run, not "
+                           f"to --images")
+        if nll:
+            raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
+    parse_metrics(metrics, allow_empty=nll and run_dir is not None)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings come back in the result and are printed below
         if run_dir is not None:
-            model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
-            cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
-            ref = reference_for_config(cfg, reference)
-            result = evaluate(model, ref, extractor=name, metrics=metrics, n=n, seed=seed, batch_size=batch_size,
-                              cache_dir=cache_dir, sample_options=options, extractor_weights=weights,
-                              progress=sys.stderr.isatty())
+            result = _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device,
+                               name, metrics, n, seed, batch_size, cache_dir, weights)
         else:
-            if options:
-                raise ZooError("--sampler/--steps/--eta apply to sampling a run, not to --images")
+            from .evaluate import evaluate
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
             images = read_images(images_path)
@@ -114,14 +169,55 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, sampler, st
     if as_json:
         click.echo(json.dumps(result))
     else:
-        what = f"{result['n']} samples of {run_dir}" if run_dir else f"{result['n']} images from {images_path}"
-        click.echo(f"{what} vs {result['reference']} ({result['n_reference']} images, statistics "
-                   f"{result['reference_stats']}); extractor {result['extractor']}")
+        if result.get("reference"):
+            what = f"{result['n']} samples of {run_dir}" if run_dir else f"{result['n']} images from {images_path}"
+            click.echo(f"{what} vs {result['reference']} ({result['n_reference']} images, statistics "
+                       f"{result['reference_stats']}); extractor {result['extractor']}")
+        if result.get("nll_images"):
+            click.echo(f"likelihood of {result['nll_n']} images: {result['nll_images']} "
+                       f"(D = {result['nll_dims']} dimensions)")
         click.echo(result_table(result))
         if run_dir is not None:
             click.echo(f"wrote {Path(run_dir) / 'eval.json'} ({result['wall_seconds']:.1f} s)")
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
+
+
+def sample_options(items, **shortcuts) -> dict:
+    """``--option KEY=VALUE`` items plus the ``--sampler/--steps/--eta`` shortcuts, as one dict (a shortcut
+    and an --option naming the same key is an error). Values stay as typed; the model's declarations
+    convert and check them."""
+    from .config import parse_options
+    options = parse_options(items, "--option")
+    for key, value in shortcuts.items():
+        if value is None:
+            continue
+        if key in options:
+            raise ZooError(f"--{key} and --option {key}=... both set '{key}': give it once")
+        options[key] = parse_options([f"{key}={value}"], f"--{key}")[key]
+    return options
+
+
+def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device, name, metrics,
+              n, seed, batch_size, cache_dir, weights) -> dict:
+    """Check everything a run's evaluation needs from its config (options, data, reference), then load
+    its model and evaluate it."""
+    from . import api
+    from .config import Config, merge
+    from .contract import check_likelihood_options, check_sample_options
+    from .evaluate import evaluate, parse_metrics, reference_for_config
+    from .registry import registry
+    cfg = api.run_config(run_dir)
+    cls = registry().model(cfg.model_name).cls
+    options = check_sample_options(cls, options, name=cfg.model_name)   # before any work: a typo costs nothing
+    if nll:
+        nll_options = check_likelihood_options(cls, nll_options, name=cfg.model_name)
+    model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
+    cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
+    ref = reference_for_config(cfg, reference) if parse_metrics(metrics, allow_empty=nll) else None
+    return evaluate(model, ref, extractor=name, metrics=metrics, n=n, seed=seed, batch_size=batch_size,
+                    cache_dir=cache_dir, sample_options=options, extractor_weights=weights,
+                    progress=sys.stderr.isatty(), nll=nll, nll_n=nll_n, nll_options=nll_options, config=cfg)
 
 
 def _extractor_choice(extractor, inception_weights, mnist_weights):

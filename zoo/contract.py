@@ -10,8 +10,10 @@ loop, devices, precision, EMA, checkpoints and logging; a model only says
 * the loss(es) for a batch in one phase           -> ``training_loss(x, phase)``
 * how to draw images                              -> ``sample(n, generator)``
 
-and optionally ``reconstruct(x)`` (autoencoders) and ``after_training(batches)``
-(e.g. fit a latent density once training is over).
+and optionally ``reconstruct(x)`` (autoencoders), ``after_training(batches)``
+(e.g. fit a latent density once training is over) and ``log_likelihood(x)``
+(the log-probability of each image: ``zoo eval --nll`` turns it into bits/dim,
+and ``zoo compare`` shows it as a column -- see :meth:`ZooModel.log_likelihood`).
 
 One trainer step takes one batch ``x`` (already on the device, shape
 ``(B, C, H, W)``, float, scaled to ``data_range``) and, for every
@@ -48,9 +50,13 @@ Class attributes describe the model to the registry:
                  type=int, ge=1)}``. ``zoo sample/eval/compare --option KEY=VALUE``
                  pass them, checked against these declarations before any work;
                  ``zoo list MODEL`` shows them. A model with none declares ``{}``.
+``likelihood_options`` the same for ``log_likelihood(x, **options)`` (e.g. the
+                 number of importance samples); ``zoo eval --nll --nll-option KEY=VALUE``
+                 passes them, checked the same way.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import torch
@@ -69,6 +75,7 @@ class ZooModel(nn.Module):
     preset_help: ClassVar[dict[str, str]] = {}
     data_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     sample_options: ClassVar[dict[str, Key]] = {}
+    likelihood_options: ClassVar[dict[str, Key]] = {}
 
     def __init__(self, cfg: Any):
         super().__init__()
@@ -115,6 +122,32 @@ class ZooModel(nn.Module):
         """Reconstruction of ``x`` (model range in, [0, 1] out). Optional."""
         raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
 
+    def log_likelihood(self, x: torch.Tensor, generator: torch.Generator | None = None, **options) -> dict:
+        """Optional: the log-probability of each 8-bit image in ``x``, in nats.
+
+        ``x`` is a batch exactly as training feeds it: ``(B, C, H, W)`` float on the model's device, in
+        ``data_range``, every value exactly ``k / 255`` (k = 0..255) mapped to ``data_range``, at the
+        dataset's native size or zero-padded to ``data.image_size`` (the harness refuses runs that resize).
+        ``generator`` (a seeded ``torch.Generator`` on the model's device) is the only randomness to use
+        (dequantisation noise, latent samples, timesteps), so the same seed gives the same value.
+        ``options`` are the model's declared ``likelihood_options``.
+
+        Returns ``{"nats": (B,) tensor, "bound": str}``: ``nats[i]`` is log P(x_i) of the DISCRETE image
+        (a probability, so <= 0) or a lower bound on it, and ``bound`` says which: ``"exact"``, ``"elbo"``,
+        ``"iwae-K"`` (importance-weighted with K samples) or ``"vlb"`` (a diffusion variational bound).
+        A model may add ``"also": {bound_name: (B,) tensor}`` -- looser bounds it got along the way (a VAE's
+        ELBO next to its IWAE bound); the harness reports those too.
+
+        A continuous density p(v) turns into one with uniform dequantisation -- log P(k) >=
+        E_u[log p(v)] + D log((hi - lo) / 256), v = lo + (hi - lo) (k + u) / 256, u ~ U[0, 1)^D --
+        which :func:`uniform_dequantize` does; a discretised decoder gives P(k) directly.
+
+        ``zoo eval RUN --nll`` reports the held-out images' ``bits_per_dim`` = -mean(nats) / (D ln 2),
+        D the dataset's native C*H*W, and ``zoo compare`` shows it in a ``bits/dim`` column: a model
+        that implements this method gets both for free. Default: not implemented (AEs, GANs: no density).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement log_likelihood()")
+
     # --- helpers for plugins ------------------------------------------------------
     def adamw(self, params, lr: float | None = None, betas=None, weight_decay=None) -> torch.optim.Optimizer:
         """AdamW from the trainer config, fused on CUDA and foreach elsewhere."""
@@ -157,13 +190,15 @@ def to_unit(x: torch.Tensor, data_range=(-1.0, 1.0)) -> torch.Tensor:
     return ((x.float() - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
-def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str = "--option") -> dict:
+def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str = "--option",
+                         name: str | None = None) -> dict:
     """``options`` checked against the model's declared ``sample_options`` and converted to their types:
-    an unknown name or a bad value is a one-line :class:`zoo.ZooError`. Returns a new dict."""
+    an unknown name or a bad value is a one-line :class:`zoo.ZooError`. Returns a new dict. ``name``:
+    the registered model name for messages (default: from the model's config or class)."""
     from .errors import ZooError, did_you_mean
     declared = getattr(model_or_cls, "sample_options", {}) or {}
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
-    name = getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
+    name = name or getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
         or cls.__name__.lower()
     out = {}
     for key, value in options.items():
@@ -173,6 +208,63 @@ def check_sample_options(model_or_cls, options: Mapping[str, Any], source: str =
                            f"(its options: {known}; `zoo list {name}` describes them)")
         out[key] = declared[key].check(key, value, source)
     return out
+
+
+def has_log_likelihood(model_or_cls) -> bool:
+    """Whether a model (class or instance) implements :meth:`ZooModel.log_likelihood`."""
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    return getattr(cls, "log_likelihood", None) is not ZooModel.log_likelihood
+
+
+def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: str = "--nll-option",
+                             name: str | None = None) -> dict:
+    """``options`` for ``log_likelihood`` checked against the model's ``likelihood_options`` (one-line
+    :class:`zoo.ZooError` for an unknown name or a bad value; returns them converted).
+
+    A model that declares none but names keyword arguments in its ``log_likelihood`` signature gets
+    its names checked (values pass as given); one that takes ``**options`` gets them unchecked."""
+    import inspect
+    from .errors import ZooError, did_you_mean
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    declared = getattr(cls, "likelihood_options", {}) or {}
+    name = name or getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
+        or cls.__name__.lower()
+    if declared:
+        known = declared
+    else:
+        params = list(inspect.signature(cls.log_likelihood).parameters.values())[2:]   # self, x
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return dict(options)
+        known = {p.name: None for p in params if p.name != "generator"}
+    out = {}
+    for key, value in options.items():
+        if key not in known:
+            raise ZooError(f"model '{name}' has no likelihood option '{key}'{did_you_mean(key, known)} "
+                           f"(its options: {', '.join(sorted(known)) or 'none'})")
+        out[key] = declared[key].check(key, value, source) if declared else value
+    return out
+
+
+def uniform_dequantize(x: torch.Tensor, data_range, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform dequantisation of 8-bit images for a continuous density (Theis et al. 2016).
+
+    ``x``: images whose values are exactly ``k / 255`` mapped to ``data_range = (lo, hi)``. Returns
+    ``(v, log_jacobian)``: ``v = lo + (hi - lo) (k + u) / 256`` with ``u ~ U[0, 1)`` drawn on
+    ``generator``, and the per-image constant ``D log((hi - lo) / 256)`` (D = elements per image), so that
+    ``log p(v) + log_jacobian`` is an unbiased estimate of a lower bound on log P(k) for any density p
+    on the model's range: log P(k) = log E_u[p(v)] + log_jacobian >= E_u[log p(v)] + log_jacobian."""
+    from .errors import ZooError
+    lo, hi = (float(v) for v in data_range)
+    k = (x.double() - lo) / (hi - lo) * 255
+    levels = k.round()
+    if bool((k - levels).abs().max() > 1e-3) or bool(levels.min() < 0) or bool(levels.max() > 255):
+        raise ZooError(f"log_likelihood needs 8-bit images (values k/255 mapped to data_range {data_range}); "
+                       f"these are not -- were they resized?")
+    u = rand(x.shape, generator, x.device, dtype=torch.float64)
+    v = lo + (hi - lo) * (levels + u) / 256
+    d = x[0].numel()
+    return v.to(x.dtype), torch.full((x.shape[0],), d * math.log((hi - lo) / 256), device=x.device,
+                                     dtype=torch.float64)
 
 
 def check_choices(section: str = "model", **values: tuple[Any, Sequence[str]]) -> None:

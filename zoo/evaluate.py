@@ -16,6 +16,10 @@ One scoring path serves ``zoo eval``, ``zoo compare`` and the trainer's periodic
    once; its FID statistics and a seeded subset of its features are cached on disk, keyed by dataset,
    data root, split, holdout, part, limit, input transform, extractor and a hash of its weights.
 4. torch-fidelity's own metric functions compute the numbers; none of the maths is re-implemented here.
+
+Besides those: ``modes`` (mode coverage of digits: the ``mnist`` classifier's histogram of predicted
+classes, only for data that classifier was made for) and, with ``nll=True`` for a model, bits/dim of
+held-out images (zoo/likelihood.py). docs/evaluation.md explains every number and its thresholds.
 """
 from __future__ import annotations
 
@@ -35,8 +39,13 @@ import torch.nn.functional as F
 
 from .errors import ZooError, did_you_mean
 
-METRICS = ("fid", "is", "kid", "prc")
-RESULT_KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall")
+METRICS = ("fid", "is", "kid", "prc", "modes")
+RESULT_KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall",
+               "modes", "class_kl", "mean_confidence",
+               "bits_per_dim", "bits_per_dim_bound", "nll_n", "nll_seconds")
+FID_FLOOR = 256          # FID wants >= max(2 x feature dimension, FID_FLOOR) images on each side (docs/evaluation.md)
+MODE_MIN_SHARE = 0.02    # a class counts as a covered mode with >= 2% of the samples (a fifth of its fair 10%)
+MODE_CLASSIFIER = "mnist"
 REF_FEATURES = 10_000   # reference features kept (seeded subset) for KID and precision/recall
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 PRC_NEIGHBORHOOD = 3
@@ -93,6 +102,11 @@ def read_images(path) -> torch.Tensor:
     all the same size) or an ``.npz`` (key ``images``, or its only array) / ``.npy`` file."""
     p = Path(path).expanduser()
     if p.is_dir():
+        run = run_dir_of(p)
+        if run is not None:
+            raise ZooError(f"'{path}' is {'the samples folder of ' if run != p else ''}a zoo run directory: its PNGs "
+                           f"are training-time sample grids, not samples -- score its model with `zoo eval {run}` "
+                           f"(or write samples with `zoo sample {run} -n 10000 --out FOLDER` and pass that)")
         return _read_folder(p)
     if not p.exists():
         raise ZooError(f"'{path}' does not exist (pass a folder of PNG images, an .npz or an .npy file)")
@@ -116,6 +130,18 @@ def read_images(path) -> torch.Tensor:
         raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
     return as_uint8_images(array, what=f"'{path}'")
+
+
+def run_dir_of(folder: Path) -> Path | None:
+    """The zoo run directory ``folder`` is (config.yaml next to checkpoints/ or metrics.jsonl), or whose
+    ``samples/`` grid folder it is; else None."""
+    def is_run(d: Path) -> bool:
+        return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
+    if is_run(folder):
+        return folder
+    if folder.name == "samples" and is_run(folder.parent):
+        return folder.parent
+    return None
 
 
 def _read_folder(folder: Path) -> torch.Tensor:
@@ -234,9 +260,55 @@ def file_reference(path) -> Reference:
     return Reference(f"images in {p}", key, lambda: (images, {}), (int(images.shape[1]), int(images.shape[-1])))
 
 
+def declared_extractor(dataset: str | None) -> str | None:
+    """The extractor a dataset declares as the one that suits it (``DatasetEntry.extractor``), or None."""
+    from .registry import registry
+    if not dataset:
+        return None
+    entry = registry().datasets.get(dataset)
+    declared = getattr(entry, "extractor", None)
+    return declared if isinstance(declared, str) and declared else None
+
+
 def default_extractor(reference: Reference) -> str:
-    """``mnist`` for 28x28 grayscale data, ``inception`` otherwise."""
+    """The extractor the reference's dataset declares; else ``mnist`` for 28x28 grayscale data (with a
+    warning when that dataset is not MNIST: see :func:`extractor_mismatch`), ``inception`` otherwise."""
+    declared = declared_extractor(reference.source.get("dataset"))
+    if declared:
+        from .registry import registry
+        if declared not in registry().extractors:
+            raise ZooError(f"dataset '{reference.source['dataset']}' declares the feature extractor '{declared}', "
+                           f"which is not registered (install the plugin that provides it, or pass --extractor NAME; "
+                           f"`zoo list` shows the extractors)")
+        return declared
     return "mnist" if tuple(reference.geometry) == (1, 28) else "inception"
+
+
+def made_for(name: str, ext, dataset: str | None) -> bool | None:
+    """Whether extractor ``name`` (instance ``ext``) was made for ``dataset``: True when the dataset declares
+    it or it lists the dataset in its ``made_for`` attribute; False when it is a specialised extractor
+    (``made_for`` set) for other data; None when that cannot be told (a general-purpose extractor such as
+    Inception, or images with no dataset behind them)."""
+    if not dataset:
+        return None
+    if declared_extractor(dataset) == name:
+        return True
+    datasets = getattr(ext, "made_for", None)
+    if datasets is None:
+        return None
+    return dataset in tuple(datasets)
+
+
+def extractor_mismatch(name: str, ext, dataset: str | None) -> str | None:
+    """A one-line warning when a specialised extractor scores data it was not made for, else None."""
+    if made_for(name, ext, dataset) is not False:
+        return None
+    declared = declared_extractor(dataset)
+    fix = (f"use --extractor {declared} (the one '{dataset}' declares)" if declared else
+           f"'{dataset}' declares no extractor: use a general one (--extractor inception) or one made for it "
+           f"(a dataset plugin names it when it registers the dataset)")
+    return (f"the '{name}' feature extractor was made for {', '.join(ext.made_for)}, not for '{dataset}': its "
+            f"features and classes may not fit these images, so the scores can mislead -- {fix}")
 
 
 def cache_dir(path=None) -> Path:
@@ -363,16 +435,55 @@ def training_overlap(ext, source: dict, info: dict) -> int:
 
 
 # --- metrics ------------------------------------------------------------------------------------
-def parse_metrics(metrics) -> tuple[str, ...]:
+def parse_metrics(metrics, allow_empty: bool = False) -> tuple[str, ...]:
+    """``"fid,is"`` or a sequence -> a tuple of known metric names (``none`` or empty: no sample metrics,
+    only where ``allow_empty``, e.g. ``zoo eval RUN --nll --metrics none``)."""
     items = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    items = [m for m in items if m]
+    items = [m for m in items if m and m != "none"]
+    if not items and allow_empty:
+        return ()
     for m in items:
         if m not in METRICS:
             raise ZooError(f"unknown metric '{m}'{did_you_mean(m, METRICS)} (metrics: {', '.join(METRICS)}; "
-                           f"prc = precision/recall)")
+                           f"prc = precision/recall, modes = mode coverage of digits)")
     if not items:
-        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)})")
+        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)}; 'none' only with --nll for a run)")
     return tuple(dict.fromkeys(items))
+
+
+def mode_coverage(images: torch.Tensor, dataset: str | None, name: str, ext, feats: dict, weights: str | None = None,
+                  batch_size: int = 256, progress: bool = False) -> dict:
+    """Mode coverage of digit samples: the ``mnist`` classifier's histogram of predicted classes.
+
+    ``modes``: classes predicted for at least ``MODE_MIN_SHARE`` (2%) of the images; ``class_kl``:
+    KL(histogram || uniform) in nats (0 for balanced classes, log 10 = 2.303 for one class);
+    ``mean_confidence``: the mean top softmax probability. Only where the classifier was made for the
+    data (MNIST, or a dataset that declares the ``mnist`` extractor); otherwise these are None and
+    ``modes_note`` says why. ``ext``/``feats``: the extractor in use and its features (reused when it
+    is the classifier itself)."""
+    from .registry import registry
+    skipped = {"modes": None, "class_kl": None, "mean_confidence": None}
+    if MODE_CLASSIFIER not in registry().extractors:
+        return {**skipped, "modes_note": f"no '{MODE_CLASSIFIER}' extractor is registered to classify the samples"}
+    clf = ext if name == MODE_CLASSIFIER else load_extractor(MODE_CLASSIFIER, weights, str(_device_of(ext)))
+    suits = made_for(MODE_CLASSIFIER, clf, dataset)
+    if not suits:
+        why = (f"the reference images name no dataset, so zoo cannot tell whether the '{MODE_CLASSIFIER}' "
+               f"classifier suits them" if suits is None else
+               f"the '{MODE_CLASSIFIER}' classifier was made for {', '.join(getattr(clf, 'made_for', ()) or ())}, "
+               f"not for '{dataset}'")
+        return {**skipped, "modes_note": f"mode coverage not measured: {why}"}
+    logits_layer = layer(clf, "isc")
+    if clf is not ext or logits_layer not in feats:
+        feats = extract_features(clf, images, getattr(clf, "input_size", None), batch_size, progress,
+                                 desc="classifying samples")
+    probs = feats[logits_layer].double().softmax(1)
+    classes = probs.shape[1]
+    hist = torch.bincount(probs.argmax(1), minlength=classes).double() / len(probs)
+    seen = hist[hist > 0]
+    return {"modes": int((hist >= MODE_MIN_SHARE).sum()), "class_kl": float((seen * (seen * classes).log()).sum()),
+            "mean_confidence": float(probs.max(1).values.mean()), "modes_histogram": [round(float(h), 4) for h in hist],
+            "modes_min_share": MODE_MIN_SHARE, "modes_classifier": MODE_CLASSIFIER}
 
 
 def pick_device(device=None) -> torch.device:
@@ -402,10 +513,28 @@ def evaluate_images(images, reference: Reference, *, extractor: str | None = Non
     n = len(images)
     out: dict = {k: None for k in RESULT_KEYS}
     notes: dict = {}
+    found = []
+    dataset = reference.source.get("dataset")
+    mismatch = extractor_mismatch(name, ext, dataset)
+    if mismatch:
+        found.append(mismatch)
     if "fid" in metrics:
         mine = fid_features_to_statistics(feats[layer(ext, "fid")].double())
         theirs = {"mu": ref["mu"].numpy(), "sigma": ref["sigma"].numpy()}
         out["fid"] = float(fid_statistics_to_metric(mine, theirs, False)[KEY_METRIC_FID])
+        dim = int(feats[layer(ext, "fid")].shape[1])
+        notes["fid_min_images"] = need = max(2 * dim, FID_FLOOR)
+        if min(n, int(ref["n"])) < need:
+            side = f"{n} images" if n < need else f"a reference of {ref['n']} images"
+            found.append(f"FID from {side} is not meaningful on its own: with {dim}-d '{name}' features it needs "
+                         f"at least {need} on each side (2 x {dim}, at least {FID_FLOOR}) -- below that the feature "
+                         f"covariance is barely estimated and FID is biased high; compare only runs scored with "
+                         f"the same number of images (use -n {need} or more)")
+    if "modes" in metrics:
+        notes.update(mode_coverage(images, dataset, name, ext, feats, extractor_weights if name == MODE_CLASSIFIER
+                                   else None, batch_size, progress))
+        for k in ("modes", "class_kl", "mean_confidence"):
+            out[k] = notes.pop(k)
     if "is" in metrics:
         notes["is_splits"] = splits = max(1, min(10, n // 1000))  # >= 1000 images per split, 10 at most
         r = isc_features_to_metric(feats[layer(ext, "isc")], splits=splits, shuffle=True, rng_seed=seed)
@@ -418,6 +547,9 @@ def evaluate_images(images, reference: Reference, *, extractor: str | None = Non
         r = kid_features_to_metric(feats[layer(ext, "kid")], real, kid_subsets=KID_SUBSETS, kid_subset_size=m,
                                    rng_seed=seed, verbose=False)
         out["kid_mean"], out["kid_std"] = float(r[KEY_METRIC_KID_MEAN]), float(r[KEY_METRIC_KID_STD])
+        notes["kid_subsets"] = KID_SUBSETS
+        # every subset is the same when it takes all images on both sides: then the spread means nothing
+        notes["kid_subsets_differ"] = m < n or m < len(real)
     if "prc" in metrics:
         real = ref["features"][layer(ext, "prc")]
         notes["prc_samples"] = m = min(n, len(real))  # equal sizes on both sides, as in Kynkaanniemi et al.
@@ -426,7 +558,6 @@ def evaluate_images(images, reference: Reference, *, extractor: str | None = Non
         r = prc_features_to_metric(feats[layer(ext, "prc")][:m], real[:m], prc_neighborhood=PRC_NEIGHBORHOOD,
                                    prc_batch_size=2000, save_cpu_ram=True, verbose=False)
         out["precision"], out["recall"] = float(r[KEY_METRIC_PRECISION]), float(r[KEY_METRIC_RECALL])
-    found = []
     if ref.get("overlap"):
         t = ext.trained_on
         found.append(f"the '{name}' feature extractor was trained on {ref['overlap']} of the {ref['n']} reference "
@@ -445,41 +576,69 @@ def evaluate_images(images, reference: Reference, *, extractor: str | None = Non
 
 def evaluate(images_or_model, reference=None, *, extractor: str | None = None, metrics=METRICS, n: int | None = None,
              seed: int = 0, batch_size: int = 256, device=None, cache_dir=None, data=None, sample_options=None,
-             extractor_weights: str | None = None, progress: bool = False) -> dict:
+             extractor_weights: str | None = None, progress: bool = False, nll: bool = False, nll_n: int | None = None,
+             nll_options=None, config=None) -> dict:
     """Score a model (a ZooModel: ``n`` samples, default 10000, drawn with ``seed``) or an image array.
 
     ``reference``: a :class:`Reference`, or a spec for :func:`reference_for_config` (None = the training
     images; ``holdout``; a split name; a folder / .npz / .npy path). For a model the data settings are its
     config's; for images they are ``data`` (a ``data`` config section, default: MNIST's train split).
-    ``extractor``: a registered extractor name (default: ``mnist`` for 28x28 grayscale data, else
-    ``inception``). Returns the dict of :func:`evaluate_images` plus sampling details.
+    ``extractor``: a registered extractor name (default: the one the dataset declares, else ``mnist`` for
+    28x28 grayscale data, else ``inception``). ``sample_options``: the model's declared sampling options,
+    checked before any work. ``metrics`` may be empty for a model when ``nll`` is set.
+    ``nll``: also measure the model's likelihood (bits/dim of held-out images; ``nll_n`` of them,
+    ``nll_options`` for its ``log_likelihood``; see :func:`zoo.likelihood.evaluate_likelihood`).
+    ``config``: the run's config with changed data settings (default: the model's own), for the
+    reference and the held-out images. Returns the dict of :func:`evaluate_images` plus sampling and likelihood details.
     """
     from .config import Config
     t0 = time.perf_counter()
     x = images_or_model
     extra: dict = {}
-    if isinstance(x, torch.nn.Module) and hasattr(x, "sample"):
+    is_model = isinstance(x, torch.nn.Module) and hasattr(x, "sample")
+    if not is_model and nll:
+        raise ZooError("--nll needs a model to ask for log p(x) (zoo eval RUN --nll), not image files")
+    metrics = parse_metrics(metrics, allow_empty=is_model and nll)
+    if is_model:
+        from .contract import check_likelihood_options, check_sample_options
         from .images import sample_images
-        cfg = x.cfg
-        ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
-        n = 10_000 if n is None else int(n)
-        t = time.perf_counter()
-        images = sample_images(x, n, seed=seed, batch_size=batch_size, progress=progress, **(sample_options or {}))
-        extra = {"model": cfg.get("model_name"), "step": getattr(x, "step", None),
-                 "sample_options": dict(sample_options or {}), "seconds_sampling": round(time.perf_counter() - t, 3)}
-        device = device if device is not None else x.device
-    else:
-        images = as_uint8_images(x)
-        if n is not None:
-            if n > len(images):
-                raise ZooError(f"-n {n} but only {len(images)} images were given")
-            images = images[:n]
-        ref = reference if isinstance(reference, Reference) else \
-            reference_for_config(Config({"data": dict(data or {})}), reference)
+        cfg = config if config is not None else x.cfg
+        sample_options = check_sample_options(x, dict(sample_options or {}))
+        nll_options = check_likelihood_options(x, dict(nll_options or {})) if nll else {}
+        result: dict = {k: None for k in RESULT_KEYS}
+        likelihood: dict = {"warnings": []}
+        if nll:   # first: it checks the run's data and the model's answer before the long sampling
+            from .likelihood import evaluate_likelihood
+            likelihood = evaluate_likelihood(x, cfg, n=nll_n, seed=seed, batch_size=batch_size,
+                                             options=nll_options, progress=progress)
+        if metrics:
+            ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
+            n = 10_000 if n is None else int(n)
+            t = time.perf_counter()
+            images = sample_images(x, n, seed=seed, batch_size=batch_size, progress=progress, **sample_options)
+            extra = {"seconds_sampling": round(time.perf_counter() - t, 3)}
+            result.update(evaluate_images(images, ref, extractor=extractor, metrics=metrics, seed=seed,
+                                          batch_size=batch_size, device=device if device is not None else x.device,
+                                          cache_dir=cache_dir, extractor_weights=extractor_weights,
+                                          progress=progress))
+        else:
+            result.update(metrics=[], n=0, seed=seed, warnings=[])
+        result.update({k: v for k, v in likelihood.items() if k != "warnings"},
+                      warnings=likelihood["warnings"] + result["warnings"])
+        result.update(extra, model=cfg.get("model_name"), step=getattr(x, "step", None),
+                      sample_options=sample_options, seconds=round(time.perf_counter() - t0, 3))
+        return result
+    images = as_uint8_images(x)
+    if n is not None:
+        if n > len(images):
+            raise ZooError(f"-n {n} but only {len(images)} images were given")
+        images = images[:n]
+    ref = reference if isinstance(reference, Reference) else \
+        reference_for_config(Config({"data": dict(data or {})}), reference)
     result = evaluate_images(images, ref, extractor=extractor, metrics=metrics, seed=seed, batch_size=batch_size,
                              device=device, cache_dir=cache_dir, extractor_weights=extractor_weights,
                              progress=progress)
-    result.update(extra, seconds=round(time.perf_counter() - t0, 3))
+    result.update(seconds=round(time.perf_counter() - t0, 3))
     return result
 
 

@@ -6,13 +6,16 @@ one is registered with torch-fidelity's own registry as ``zoo-mnist``, so
 as the extractors ``mnist`` and ``inception`` through the ``zoo_register_extractors`` hook in
 ``plugins/extractors.py``; a third-party extractor is registered the same way.
 
-Besides torch-fidelity's interface the harness (``zoo/evaluate.py``) reads four optional attributes
+Besides torch-fidelity's interface the harness (``zoo/evaluate.py``) reads five optional attributes
 of an extractor instance:
 
 ``input_channels``  1 or 3 -- images are converted to this many channels (uint8) before ``forward``
 ``input_size``      the side images are cropped/resized to; ``None`` keeps the reference's size
 ``weights_id``      a short hash of the weights, part of the reference-statistics cache key
 ``trained_on``      which images trained the weights (dataset, split, holdout, indices hash), or None
+``made_for``        the dataset names a specialised extractor was made for (``("mnist",)``); ``zoo eval``
+                    warns when it scores other data (unless that dataset declares it). None or absent:
+                    general-purpose (Inception), never warned about
 """
 from __future__ import annotations
 
@@ -101,6 +104,7 @@ class MnistFeatureExtractor(FeatureExtractorBase):
 
     input_channels = 1
     input_size = 28
+    made_for = ("mnist",)
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
