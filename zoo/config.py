@@ -16,54 +16,6 @@ import yaml
 
 from .errors import ZooError, did_you_mean
 
-BASE: dict = {
-    "model_name": None,     # filled in by the registry
-    "seed": 0,
-    "data": {
-        "name": "mnist",        # a registered dataset (zoo list shows them)
-        "root": None,           # None -> $ZOO_DATA -> ~/.cache/zoo/data
-        "split": "train",       # which split's files to read
-        "holdout": 0,           # images held out (seeded) for validation/eval
-        "image_size": 28,       # what the model is fed; 28 -> 32 pads by 2
-        "channels": None,       # None -> the dataset's
-        "resize": "pad",        # pad|interpolate when sizes differ
-        "download": True,       # try torchvision's download when files are missing
-        "limit": None,          # use only the first N images (after the holdout)
-    },
-    "trainer": {
-        "device": "auto",       # auto|cpu|cuda|cuda:N
-        "batch_size": 128,      # global batch (split across processes)
-        "lr": 2e-4,
-        "betas": [0.9, 0.999],
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "grad_clip": None,      # max grad norm, None = off
-        "max_steps": 2000,
-        "max_epochs": None,
-        "max_minutes": None,
-        "precision": "auto",    # auto (bf16 on CUDA, fp16 if no bf16, fp32 on CPU)|fp32|bf16|fp16
-        "channels_last": "auto",
-        "compile": False,
-        "log_every": 50,
-        "sample_every": 500,
-        "checkpoint_every": 500,
-        "keep_checkpoints": 0,  # also keep this many step-XXXXXX.pt files
-        "n_samples": 64,        # images in each sample grid
-        "skip_nonfinite": False,
-        "eval_every": None,     # steps between quick FIDs (logged, best.pt kept)
-        "eval_n": 1000,
-    },
-    "ema": {
-        "enabled": False,
-        "decay": 0.999,
-        "warmup": True,         # decay = min(decay, (1 + n) / (10 + n))
-        "every": 1,
-        "start": 0,
-    },
-    "model": {},
-}
-
-
 _NUMBER = (int, float)
 
 
@@ -194,6 +146,76 @@ def _coerce(value: Any, types: tuple) -> Any:
     return _BAD
 
 
+BASE: dict = {
+    "model_name": None,     # filled in by the registry
+    "seed": 0,
+    "data": {
+        "name": "mnist",        # a registered dataset (zoo list shows them)
+        "root": None,           # None -> $ZOO_DATA -> ~/.cache/zoo/data
+        "split": "train",       # which split's files to read
+        "holdout": 0,           # images held out (seeded) for validation/eval
+        "image_size": 28,       # what the model is fed; 28 -> 32 pads by 2
+        "channels": None,       # None -> the dataset's
+        "resize": "pad",        # pad|interpolate when sizes differ
+        "download": True,       # try torchvision's download when files are missing
+        "limit": None,          # use only the first N images (after the holdout)
+    },
+    "trainer": {
+        "device": "auto",       # auto|cpu|cuda|cuda:N
+        "batch_size": 128,      # global batch (split across processes)
+        "lr": 2e-4,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "grad_clip": None,      # max grad norm, None = off
+        "max_steps": 2000,
+        "max_epochs": None,
+        "max_minutes": None,
+        "precision": "auto",    # auto (bf16 on CUDA, fp16 if no bf16, fp32 on CPU)|fp32|bf16|fp16
+        "channels_last": "auto",
+        "compile": False,
+        "log_every": 50,
+        "sample_every": 500,
+        "checkpoint_every": 500,
+        "keep_checkpoints": 0,  # also keep this many step-XXXXXX.pt files
+        "n_samples": 64,        # images in each sample grid
+        "skip_nonfinite": False,
+        "eval_every": None,     # steps between quick FIDs (logged, best.pt kept)
+        "eval_n": 1000,
+        # --- trainer keys added with the trainer rework (schedules, grids, progress, TensorBoard, DDP) ---
+        "lr_schedule": Key("constant", "learning-rate decay after warm-up, over the budget (trainer.max_steps or "
+                           "max_epochs, else max_minutes by time used: not bitwise-resumable)",
+                           choices=("constant", "cosine", "linear")),
+        "min_lr_ratio": Key(0.0, "final learning rate of a cosine or linear schedule, as a fraction of "
+                            "trainer.lr", ge=0, le=1),
+        "grid_seconds": Key(30.0, "time bound for a sample grid (samples/ and samples.png): after the first "
+                            "8 images, drawing stops before the bound; null: always trainer.n_samples",
+                            type=float, gt=0, nullable=True),
+        "progress_seconds": Key(30.0, "seconds between plain progress lines when stderr is not a terminal "
+                                "(tee, nohup, CI)", gt=0),
+        "tensorboard": Key(False, "also write scalars and sample grids to RUN/tb (pip install "
+                           "'zoo[tensorboard]'); metrics.jsonl stays the record"),
+        "ddp_find_unused": Key(False, "DDP: let an optimizer phase leave some of its own parameters without "
+                               "a gradient (find_unused_parameters; slower, only for models that need it)"),
+    },
+    "ema": {
+        "enabled": False,
+        "decay": 0.999,
+        "warmup": True,         # decay = min(decay, (1 + n) / (10 + n))
+        "every": 1,
+        "start": 0,
+        # --- EMA keys added with the trainer rework (power-function EMA) ---
+        "kind": Key("exponential", "exponential (ema.decay) or power: beta_t = (1 - 1/t)^(gamma + 1) after t "
+                    "updates (Karras et al. 2024), an average whose horizon grows with the run",
+                    choices=("exponential", "power")),
+        "gamma": Key(6.94, "power EMA exponent (6.94 is sigma_rel 0.10, 16.97 is 0.05)", gt=0),
+        "sigma_rel": Key(None, "power EMA width relative to the run length (Karras et al. 2024); "
+                         "overrides ema.gamma; null: use ema.gamma", type=float, gt=0, lt=0.288),
+    },
+    "model": {},
+}
+
+
 class Config(dict):
     """A dict whose keys are also attributes (``cfg.trainer.lr``)."""
 
@@ -239,7 +261,9 @@ def merge(base: dict, override: Mapping | None, *, source: str = "config", stric
                 raise ZooError(f"unknown config key '{path}' in {source}{did_you_mean(path, _all_paths(base, prefix))}")
             out[key] = copy.deepcopy(value)
             continue
-        if isinstance(out[key], dict):
+        if isinstance(out[key], Key):
+            out[key] = out[key].check(path, value, source)
+        elif isinstance(out[key], dict):
             if not isinstance(value, Mapping):
                 raise ZooError(f"config key '{path}' in {source} must be a mapping, got {value!r}")
             out[key] = merge(out[key], value, source=source, strict=strict, prefix=f"{path}.")
@@ -362,4 +386,10 @@ def resolve(model_defaults: Mapping | None = None, preset: Mapping | None = None
         cfg = merge(cfg, load_yaml(file), source=f"'{file}'")
     cfg = merge(cfg, overrides, source="arguments")
     cfg = merge(cfg, parse_set(sets), source="--set")
-    return Config(cfg)
+    return Config(defaults(cfg))
+
+
+def defaults(tree: Mapping) -> dict:
+    """``tree`` with every :class:`Key` replaced by its default: plain config data."""
+    return {k: defaults(v) if isinstance(v, Mapping) else copy.deepcopy(v.default if isinstance(v, Key) else v)
+            for k, v in tree.items()}
