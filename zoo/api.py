@@ -79,6 +79,7 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
         if model is None:
             raise ZooError("name a model to train (`zoo list` shows them), or pass --resume --out DIR")
         cfg = model_config(model, preset=preset, file=config_file, sets=sets, overrides=overrides)
+        cfg.setdefault("preset", preset)  # for the header (zoo.registry records it where presets follow the device)
     out = Path(out) if out is not None else default_out_dir(cfg.model_name)
     if evaluate is None and cfg.trainer.eval_every:
         evaluate = periodic_fid(cfg)

@@ -49,8 +49,8 @@ class EMA:
     @classmethod
     def from_config(cls, model: torch.nn.Module, ema) -> "EMA":
         """From the ``ema`` config section (``ema.sigma_rel``, when set, gives ``gamma``)."""
-        gamma = sigma_rel_to_gamma(ema.sigma_rel) if ema.get("sigma_rel") is not None else ema.get("gamma", 6.94)
-        return cls(model, kind=ema.get("kind", "exponential"), decay=ema.decay, warmup=ema.warmup, gamma=gamma,
+        gamma = sigma_rel_to_gamma(ema.sigma_rel) if ema.sigma_rel is not None else ema.gamma
+        return cls(model, kind=ema.kind, decay=ema.decay, warmup=ema.warmup, gamma=gamma,
                    every=ema.every, start=ema.start)
 
     def beta(self) -> float:

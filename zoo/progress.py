@@ -36,6 +36,22 @@ def rate(seconds_per_step: float) -> str:
     return f"{seconds_per_step:.1f} s/step" if seconds_per_step >= 1 else f"{1 / seconds_per_step:.1f} steps/s"
 
 
+def header_lines(*, run: str, model: str, n_params: int, preset, reason, device: str, data: str,
+                 max_steps, max_epochs, max_minutes, per_epoch: str) -> list[str]:
+    """The header: run directory, model and size, which configuration and why (``preset`` is ``...``
+    when the config does not record one), device and precision, data, budget."""
+    config = ("" if preset is ... else f"; preset {preset}" + (f" ({reason})" if reason else "") if preset
+              else "; model defaults (no preset)")
+    budget = ([f"{int(max_steps):,} steps"] if max_steps is not None else []) + \
+             ([f"{max_epochs} epochs"] if max_epochs is not None else []) + \
+             ([f"{float(max_minutes):g} min"] if max_minutes is not None else [])
+    return [f"zoo train {model} -> {run}",
+            f"  model   {model}, {human_count(n_params)} parameters{config}",
+            f"  device  {device}",
+            f"  data    {data}",
+            f"  budget  {', or '.join(budget)}{', whichever ends first' if len(budget) > 1 else ''} ({per_epoch})"]
+
+
 class Progress:
     """Header, ETA and progress of one run (see the module docstring). ``total_steps`` and ``max_seconds``
     are the budget (either may be None); ``warning`` (when set) is printed with the ETA instead of it."""
@@ -55,9 +71,13 @@ class Progress:
 
     # --- printing ---------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        """One line on stderr, above the bar when there is one (also safe inside a signal handler)."""
-        sys.stderr.write(("\n" if self.bar is not None else "") + text + "\n")
-        sys.stderr.flush()
+        """Lines on stderr, above the bar when there is one (tqdm's lock is re-entrant: safe in a signal
+        handler)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
 
     def header(self, lines: list[str]) -> None:
         if self.show:

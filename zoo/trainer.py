@@ -40,6 +40,7 @@ from typing import Callable, Mapping
 import torch
 
 from . import checkpoint, distributed, rundir
+from .batches import Batches
 from .config import Config
 from .data import data_root, load_images, to_model_input
 from .device import autocast, resolve_device, resolve_precision
@@ -47,7 +48,7 @@ from .ema import EMA
 from .errors import ZooError
 from .images import save_grid
 from .interrupt import Interrupts
-from .progress import Progress, human_count
+from .progress import Progress, header_lines
 from .runlog import RunLog, require_tensorboard
 from .schedules import lr_lambda
 
@@ -71,48 +72,6 @@ class RunResult:
     step: int
     seconds: float
     status: str  # finished | interrupted
-
-
-class Batches:
-    """Seeded, resumable batch indices over ``n`` images.
-
-    Each epoch is a permutation drawn from ``seed`` and the epoch number; a global batch of
-    ``batch_size`` is split evenly across ``world`` processes, so N processes see exactly the images one
-    process would.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
-        if batch_size > n:
-            raise ZooError(f"trainer.batch_size={batch_size} is larger than the {n} training images "
-                           f"(lower trainer.batch_size)")
-        if batch_size % world:
-            raise ZooError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
-        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
-        self.rank, self.world = rank, world
-        self.per_epoch = n // batch_size
-        self.epoch, self.index = 0, 0
-        self._perm_epoch, self._perm = -1, None
-
-    def next(self) -> torch.Tensor:
-        if self.index >= self.per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-        if self._perm_epoch != self.epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            self._perm = torch.randperm(self.n, generator=g).to(self.device)
-            self._perm_epoch = self.epoch
-        local = self.batch_size // self.world
-        start = self.index * self.batch_size + self.rank * local
-        self.index += 1
-        return self._perm[start:start + local]
-
-    def completed_epochs(self) -> int:
-        return self.epoch + (self.index >= self.per_epoch)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load(self, state: dict) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -158,7 +117,7 @@ class Run:
         self.device = resolve_device(t.device, self.ddp.local_rank)
         self.amp_dtype = resolve_precision(str(t.precision), self.device)
         self.channels_last = self.device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
-        if t.get("tensorboard") and self.ddp.main:
+        if t.tensorboard and self.ddp.main:
             require_tensorboard()
         rundir.check_target(out_dir, resume, force)
 
@@ -187,7 +146,7 @@ class Run:
         self.runlog: RunLog | None = None
         self.progress = Progress(show=self.ddp.main and not quiet, total_steps=self.total_steps,
                                  max_seconds=self.max_seconds, batch_size=int(t.batch_size),
-                                 every_s=float(t.get("progress_seconds", 30.0)), label=cfg.model_name,
+                                 every_s=float(t.progress_seconds), label=cfg.model_name,
                                  warning=self.gpu_sized_warning() if self.ddp.main and not resume else None)
 
     def check_budget_and_callbacks(self) -> None:
@@ -220,8 +179,8 @@ class Run:
                 raise ZooError(f"model '{self.cfg.model_name}' uses optimizer '{name}' in phases() but "
                                f"configure_optimizers() returned {sorted(self.optimizers)}")
         self.params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in self.optimizers.items()}
-        factor = lr_lambda(warmup=int(t.warmup_steps or 0), schedule=t.get("lr_schedule", "constant"),
-                           min_ratio=float(t.get("min_lr_ratio", 0.0)), total_steps=self.total_steps,
+        factor = lr_lambda(warmup=int(t.warmup_steps or 0), schedule=t.lr_schedule,
+                           min_ratio=float(t.min_lr_ratio), total_steps=self.total_steps,
                            time_fraction=(lambda: self.train_seconds / self.max_seconds) if self.max_seconds
                            else None, model_factor=model.lr_factor)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
@@ -229,7 +188,7 @@ class Run:
                         for k in self.optimizers}
         if self.ddp.world > 1:
             self.loss_fns = distributed.wrap_phases(model, self.optimizers, self.phases, self.device,
-                                                    find_unused=bool(t.get("ddp_find_unused", False)))
+                                                    find_unused=bool(t.ddp_find_unused))
             if t.compile:
                 self.loss_fns = {k: torch.compile(f) for k, f in self.loss_fns.items()}
         else:
@@ -260,7 +219,7 @@ class Run:
             if self.ddp.main:
                 (self.out_dir / "config.yaml").write_text(self.cfg.to_yaml())
                 rundir.write_meta(self.out_dir, self.cfg, self.device, self.ddp.world, self.resume)
-                self.runlog = RunLog(self.out_dir, bool(self.t.get("tensorboard")),
+                self.runlog = RunLog(self.out_dir, bool(self.t.tensorboard),
                                      purge_step=self.step + 1 if self.resume else None)
         except BaseException:
             rundir.remove_if_empty(created)
@@ -271,27 +230,16 @@ class Run:
         self._tick = time.perf_counter()
 
     def header(self) -> list[str]:
-        cfg, t = self.cfg, self.t
-        n_params = sum(p.numel() for p in self.model.parameters())
-        preset, reason = cfg.get("preset"), cfg.get("preset_reason")
-        config = (f"preset {preset}" + (f" ({reason})" if reason else "")) if preset else "model defaults (no preset)"
-        budget = []
-        if t.max_steps is not None:
-            budget.append(f"{int(t.max_steps):,} steps")
-        if t.max_epochs is not None:
-            budget.append(f"{t.max_epochs} epochs")
-        if self.max_seconds is not None:
-            budget.append(f"{float(t.max_minutes):g} min")
-        per_epoch = f"{self.batches.per_epoch:,} batches of {int(t.batch_size)} per epoch"
-        start = f" (resuming at step {self.step:,})" if self.resume else ""
-        data = cfg.data
-        return [f"zoo train {cfg.model_name} -> {self.out_dir}{start}",
-                f"  model   {cfg.model_name}, {human_count(n_params)} parameters; {config}",
-                f"  device  {self.device}, {str(self.amp_dtype).replace('torch.', '') if self.amp_dtype else 'fp32'}"
-                f", {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}",
-                f"  data    {data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, "
-                f"from {data.root}",
-                f"  budget  {', or '.join(budget)}, whichever ends first ({per_epoch})"]
+        cfg, t, data = self.cfg, self.t, self.cfg.data
+        precision = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32"
+        return header_lines(
+            run=f"{self.out_dir}" + (f" (resuming at step {self.step:,})" if self.resume else ""),
+            model=cfg.model_name, n_params=sum(p.numel() for p in self.model.parameters()),
+            preset=cfg.get("preset", ...), reason=cfg.get("preset_reason"),
+            device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}",
+            data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}",
+            max_steps=t.max_steps, max_epochs=t.max_epochs, max_minutes=t.max_minutes,
+            per_epoch=f"{self.batches.per_epoch:,} batches of {int(t.batch_size)} per epoch")
 
     def restore(self) -> None:
         """Load ``checkpoints/last.pt`` into the freshly built objects (one-line errors on mismatch)."""
@@ -299,25 +247,8 @@ class Run:
         ckpt = checkpoint.load(path)
         if ckpt.get("model_name") != self.cfg.model_name:
             raise ZooError(f"checkpoint '{path}' is for model '{ckpt.get('model_name')}', not '{self.cfg.model_name}'")
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            if self.ema is not None:
-                if ckpt.get("ema") is None:
-                    self.ema.model.load_state_dict(ckpt["model"])
-                else:
-                    self.ema.load_state_dict(ckpt["ema"])
-            if set(ckpt["optimizers"]) != set(self.optimizers):
-                raise ValueError(f"optimizers {sorted(ckpt['optimizers'])} != {sorted(self.optimizers)}")
-            for k, o in self.optimizers.items():
-                o.load_state_dict(ckpt["optimizers"][k])
-            for k, s in self.schedulers.items():
-                s.load_state_dict(ckpt["schedulers"][k])
-            for k, s in self.scalers.items():
-                s.load_state_dict(ckpt["scalers"][k])
-        except (RuntimeError, ValueError, KeyError) as e:
-            lines = str(e).strip().splitlines()
-            detail = " ".join(line.strip() for line in lines[:3])[:300]
-            raise ZooError(f"checkpoint '{path}' does not match this model/config: {detail}") from None
+        checkpoint.load_into(ckpt, path, model=self.model, ema=self.ema, optimizers=self.optimizers,
+                             schedulers=self.schedulers, scalers=self.scalers)
         self.batches.load(ckpt["loader"])
         self.step, self.train_seconds, self.skipped = int(ckpt["step"]), float(ckpt["train_seconds"]), int(ckpt["skipped"])
         self.saved_step = self.step
@@ -326,7 +257,7 @@ class Run:
         self.accum = {k: v.to(self.device) for k, v in ckpt["accum"].items()}
         self.accum_n = int(ckpt["accum_n"])
         if self.ddp.main:
-            restore_rng(ckpt["rng"])
+            checkpoint.restore_rng(ckpt["rng"])
             rundir.truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
         else:
             torch.manual_seed(self.cfg.seed + self.ddp.rank + 7919 * self.step)
@@ -448,7 +379,7 @@ class Run:
         time by ``trainer.grid_seconds``: the first ``GRID_CHUNK`` images are always drawn and timed; the
         rest follow in one batch when they fit in the bound, else a chunk at a time while the next chunk
         fits. Returns the images and how many were asked for."""
-        m, n, bound = self.sample_model(), int(self.t.n_samples), self.t.get("grid_seconds")
+        m, n, bound = self.sample_model(), int(self.t.n_samples), self.t.grid_seconds
         g = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
         was_training = m.training
         m.eval()
@@ -470,11 +401,11 @@ class Run:
             m.train(was_training)
         return torch.cat(chunks), n
 
-    def write_grid(self, path: Path, should_stop: Callable[[], bool] | None = None) -> None:
+    def write_grid(self, path: Path, tag: str = "samples", should_stop: Callable[[], bool] | None = None) -> None:
         images, asked = self.draw_samples(should_stop)
         save_grid(images, path)
         if self.runlog:
-            self.runlog.images("samples", images, self.step)
+            self.runlog.images(tag, images, self.step)
         if len(images) < asked:
             self.progress.say(f"{path.name}: {len(images)} of {asked} images (trainer.grid_seconds="
                               f"{self.t.grid_seconds:g} reached)")
@@ -508,7 +439,7 @@ class Run:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
-            "rng": rng_state(), "loader": self.batches.state(),
+            "rng": checkpoint.rng_state(), "loader": self.batches.state(),
             "accum": {k: v.detach().cpu() for k, v in self.accum.items()}, "accum_n": self.accum_n,
             "train_seconds": self.train_seconds, "skipped": self.skipped, "best": self.best,
         }
@@ -554,7 +485,7 @@ class Run:
             if skip_grid is not None and skip_grid():
                 self.progress.say("samples.png skipped (interrupted); the checkpoint is saved")
             else:
-                self.write_grid(self.out_dir / "samples.png", should_stop=skip_grid)
+                self.write_grid(self.out_dir / "samples.png", "final", should_stop=skip_grid)
         return RunResult(self.out_dir, self.step, self.train_seconds, "finished")
 
     def resume_command(self) -> str:
@@ -587,21 +518,3 @@ def diverged(out_dir: Path, step: int, phase, values: dict, window=None) -> Trai
     keep = f"the last good checkpoint is kept at {last}" if last.exists() else "no checkpoint was written yet"
     return TrainingDiverged(f"non-finite loss {where}{f' (phase {phase})' if phase else ''}: {shown}; {keep}. "
                             f"Lower trainer.lr, set trainer.grad_clip, or set trainer.skip_nonfinite=true")
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    random.setstate(_as_tuple(state["python"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
