@@ -83,6 +83,13 @@ def all_agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def from_main(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` in every process (e.g. the training clock, so that all stop at the same step)."""
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def mean_(tensors) -> None:
     """Average each tensor across processes, in place."""
     for v in tensors:

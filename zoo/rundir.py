@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -82,11 +83,17 @@ def git_commit() -> str | None:
         return None
 
 
+def zoo_version() -> str:
+    try:
+        return version("zoo")
+    except PackageNotFoundError:
+        return "0.0.0+src"
+
+
 def write_meta(out_dir: Path, cfg, device: torch.device, world: int, resume: bool) -> None:
     """``meta.json``: what ran where; a resumed run appends its start time to ``resumed``."""
-    from . import __version__
     meta = {
-        "model": cfg.model_name, "seed": cfg.seed, "zoo_version": __version__, "torch_version": torch.__version__,
+        "model": cfg.model_name, "seed": cfg.seed, "zoo_version": zoo_version(), "torch_version": torch.__version__,
         "python_version": platform.python_version(), "platform": platform.platform(),
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
         platform.processor() or platform.machine(), "world_size": world, "git_commit": git_commit(),

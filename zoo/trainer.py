@@ -29,6 +29,7 @@ to an uninterrupted one (except with a time-based learning-rate schedule, which 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shlex
@@ -289,6 +290,8 @@ class Run:
         now = time.perf_counter()
         self.train_seconds += now - self._tick
         self._tick = now
+        if self.ddp.world > 1 and self.max_seconds is not None:  # one clock for a time budget and schedule
+            self.train_seconds = distributed.from_main(self.train_seconds, self.device)
 
     def optimizer_step(self, x: torch.Tensor, phase: str, repeats: int) -> None:
         t, opt, scaler = self.t, self.optimizers[phase], self.scalers[phase]
@@ -371,34 +374,39 @@ class Run:
             self.save()
         self._tick = time.perf_counter()
 
-    def sample_model(self) -> torch.nn.Module:
-        return self.ema.model if self.ema is not None else self.model
+    @contextlib.contextmanager
+    def sampling(self):
+        """The model that samples (the EMA when enabled) in eval mode, without autograd, under the run's
+        autocast; back in its own mode afterwards."""
+        m = self.ema.model if self.ema is not None else self.model
+        was_training = m.training
+        m.eval()
+        try:
+            with torch.no_grad(), autocast(self.device, self.amp_dtype):
+                yield m
+        finally:
+            m.train(was_training)
 
     def draw_samples(self, should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, int]:
         """``trainer.n_samples`` images from the model's default sampler and the run's seed, bounded in
         time by ``trainer.grid_seconds``: the first ``GRID_CHUNK`` images are always drawn and timed; the
         rest follow in one batch when they fit in the bound, else a chunk at a time while the next chunk
         fits. Returns the images and how many were asked for."""
-        m, n, bound = self.sample_model(), int(self.t.n_samples), self.t.grid_seconds
+        n, bound = int(self.t.n_samples), self.t.grid_seconds
         g = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
-        was_training = m.training
-        m.eval()
         start = time.perf_counter()
-        try:
-            with torch.no_grad(), autocast(self.device, self.amp_dtype):
-                first = n if bound is None else min(n, GRID_CHUNK)
-                chunks = [m.sample(first, g)]
-                per_image = (time.perf_counter() - start) / first
-                drawn = first
-                while drawn < n and not (should_stop and should_stop()):
-                    left = float(bound) - (time.perf_counter() - start)
-                    k = n - drawn if per_image * (n - drawn) <= left else min(GRID_CHUNK, n - drawn)
-                    if per_image * k > left:
-                        break
-                    chunks.append(m.sample(k, g))
-                    drawn += k
-        finally:
-            m.train(was_training)
+        with self.sampling() as m:
+            first = n if bound is None else min(n, GRID_CHUNK)
+            chunks = [m.sample(first, g)]
+            per_image = (time.perf_counter() - start) / first
+            drawn = first
+            while drawn < n and not (should_stop and should_stop()):
+                left = float(bound) - (time.perf_counter() - start)
+                k = n - drawn if per_image * (n - drawn) <= left else min(GRID_CHUNK, n - drawn)
+                if per_image * k > left:
+                    break
+                chunks.append(m.sample(k, g))
+                drawn += k
         return torch.cat(chunks), n
 
     def write_grid(self, path: Path, tag: str = "samples", should_stop: Callable[[], bool] | None = None) -> None:
@@ -412,14 +420,8 @@ class Run:
 
     def run_evaluation(self) -> None:
         """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
-        m = self.sample_model()
-        was_training = m.training
-        m.eval()
-        try:
-            with torch.no_grad(), autocast(self.device, self.amp_dtype):
-                results = self.evaluate(m)
-        finally:
-            m.train(was_training)
+        with self.sampling() as m:
+            results = self.evaluate(m)
         if not isinstance(results, Mapping) or not results or not all(
                 isinstance(v, (int, float)) for v in results.values()):
             raise ZooError(f"the evaluate callback must return a non-empty dict of numbers, got {results!r}")
