@@ -72,6 +72,6 @@ def _launch_torchrun(gpus: int) -> None:
         if a.startswith("--gpus="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}", "-m", "zoo",
+    cmd = [sys.executable, "-m", "zoo.torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "zoo",
            *args]
     os.execv(sys.executable, cmd)

@@ -491,7 +491,8 @@ class Run:
         return RunResult(self.out_dir, self.step, self.train_seconds, "finished")
 
     def resume_command(self) -> str:
-        gpus = f" --gpus {self.ddp.world}" if self.ddp.world > 1 else ""
+        gpus = (f" --gpus {self.ddp.world}" + (" --device cpu" if self.device.type == "cpu" else "")
+                if self.ddp.world > 1 else "")
         return f"zoo train --resume --out {shlex.quote(str(self.out_dir))}{gpus}"
 
     def stopped_at_once(self) -> None:
