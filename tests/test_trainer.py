@@ -1,5 +1,6 @@
 """The shared trainer: run directories, resume, atomic checkpoints, safety, DDP."""
 import json
+import math
 import os
 import pickle
 import signal
@@ -245,3 +246,119 @@ def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
         torch.testing.assert_close(one["model"][k], two["model"][k], rtol=1e-4, atol=1e-5)
     l1, l2 = metrics(tmp_path / "one")[-1]["loss"], metrics(tmp_path / "two")[-1]["loss"]
     assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1))
+
+
+def test_gan_phases_under_ddp_two_processes(tmp_path):
+    """A GAN's d and g phases each run through their own DDP (zoo/distributed.py); the replicas must
+    end with the same weights -- the trainer checks that at every save and fails loudly otherwise."""
+    out = tmp_path / "gan"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "zoo", "train", "gan", "--preset", "tiny", "--gpus", "2", "--device",
+                        "cpu", "--out", str(out), *DATA, "--set=trainer.max_steps=6", "--set=trainer.batch_size=32",
+                        "--set=trainer.log_every=3", "--set=trainer.checkpoint_every=3", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "meta.json").read_text())["world_size"] == 2
+    rows = metrics(out)
+    assert [row["step"] for row in rows] == [3, 6]
+    assert all(math.isfinite(row[k]) for row in rows for k in ("d_loss", "g_loss"))
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 6
+
+
+# --- evaluation is the caller's callback --------------------------------------------------------------
+def test_evaluate_callback_rows_and_best_checkpoint(toy, tmp_path):
+    seen = []
+
+    def evaluate(model):
+        seen.append((model.training, torch.is_grad_enabled()))
+        return {"score": [3.0, 1.0, 2.0][len(seen) - 1], "other": 7}
+
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=30", "trainer.eval_every=10", "ema.enabled=true"],
+              evaluate=evaluate)
+    rows = [row for row in metrics(out) if "score" in row]
+    assert [(row["step"], row["score"], row["other"]) for row in rows] == [(10, 3.0, 7.0), (20, 1.0, 7.0), (30, 2.0, 7.0)]
+    assert seen == [(False, False)] * 3  # eval mode, no autograd
+    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    assert best["step"] == 20 and best["best"] == {"metric": "score", "value": 1.0, "step": 20}
+    from zoo.registry import model_config
+    from zoo.trainer import fit
+    with pytest.raises(ZooError, match="no evaluate callback"):
+        fit(model_config("toy", sets=MNIST_SETS + ["trainer.eval_every=5"]), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_trainer_imports_no_evaluation_code():
+    code = "import sys, zoo.trainer; sys.exit('zoo.evaluate' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- schedules and EMA ------------------------------------------------------------------------------
+def test_lr_schedules():
+    from zoo.schedules import lr_lambda
+    f = lr_lambda(warmup=10, schedule="cosine", min_ratio=0.1, total_steps=110, time_fraction=None,
+                  model_factor=lambda s: 1.0)
+    assert f(4) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    f = lr_lambda(warmup=0, schedule="linear", min_ratio=0.0, total_steps=100, time_fraction=None,
+                  model_factor=lambda s: 2.0)
+    assert f(25) == pytest.approx(1.5)
+    f = lr_lambda(warmup=0, schedule="cosine", min_ratio=0.0, total_steps=None, time_fraction=lambda: 0.5,
+                  model_factor=lambda s: 1.0)
+    assert f(7) == pytest.approx(0.5)  # by the share of trainer.max_minutes used
+
+
+def test_cosine_schedule_reaches_min_lr_at_the_budget(toy, tmp_path):
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20", "trainer.warmup_steps=5", "trainer.log_every=1",
+                                                  "trainer.lr_schedule=cosine", "trainer.min_lr_ratio=0.1"])
+    lr = {row["step"]: row["lr"] for row in metrics(out)}
+    assert lr[3] == pytest.approx(3e-3 * 0.8) and lr[5] == pytest.approx(3e-3) and lr[20] == pytest.approx(3e-4)
+
+
+def test_power_ema_is_the_power_weighted_average():
+    from zoo.ema import EMA, sigma_rel_to_gamma
+    assert sigma_rel_to_gamma(0.10) == pytest.approx(6.94, abs=0.01)   # Karras et al. 2024's pairs
+    assert sigma_rel_to_gamma(0.05) == pytest.approx(16.97, abs=0.01)
+    net = torch.nn.Linear(1, 1, bias=False).double()
+    gamma, xs = 2.5, torch.randn(50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ema = EMA(net, kind="power", gamma=gamma)
+    for t, x in enumerate(xs, 1):
+        net.weight.data.fill_(x)
+        ema.update(net, t)
+    i = torch.arange(1, 51, dtype=torch.float64)
+    expected = (((i ** (gamma + 1) - (i - 1) ** (gamma + 1)) * xs).sum() / 50 ** (gamma + 1)).item()
+    assert ema.model.weight.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_power_ema_from_config(toy, tmp_path):
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=5", "ema.enabled=true", "ema.kind=power",
+                                                  "ema.sigma_rel=0.1"])
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["ema"]["updates"] == 5
+
+
+# --- the sample grids, TensorBoard ------------------------------------------------------------------
+def test_final_grid_is_bounded_in_time(toy, tmp_path, capsys):
+    from PIL import Image
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=5", "trainer.n_samples=64",
+                                                  "trainer.grid_seconds=1e-9"])
+    assert Image.open(out / "samples.png").size == (92, 92)  # the first 8 images (3 x 3 grid of 28 + 2 px)
+    assert "samples.png: 8 of 64 images (trainer.grid_seconds=1e-09 reached)" in capsys.readouterr().err
+    zoo.train("toy", out=out, force=True, sets=MNIST_SETS + ["trainer.max_steps=5", "trainer.n_samples=64",
+                                                             "trainer.grid_seconds=null"])
+    assert Image.open(out / "samples.png").size == (242, 242)  # all 64
+
+
+def test_tensorboard_mirrors_metrics(toy, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20", "trainer.sample_every=10",
+                                                  "trainer.tensorboard=true"])
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    loss = {e.step: e.value for e in events.Scalars("loss")}
+    assert loss == pytest.approx({row["step"]: row["loss"] for row in metrics(out)})
+    assert [e.step for e in events.Images("samples")] == [10, 20] and [e.step for e in events.Images("final")] == [20]

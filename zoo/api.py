@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import BASE, Config, load_yaml, merge, parse_set
+from .config import BASE, Config, defaults, load_yaml, merge, parse_set
 from .device import resolve_device
 from .errors import ZooError
 from .images import sample_images, write_images  # noqa: F401 - part of the API
@@ -18,7 +18,8 @@ def default_out_dir(model_name: str) -> Path:
 
 
 def run_config(out_dir: str | Path, sets=()) -> Config:
-    """A run's own resolved config (config.yaml), with ``--set`` overrides applied."""
+    """A run's own resolved config (config.yaml), with ``--set`` overrides applied. Keys added to zoo
+    since the run started take their defaults."""
     path = Path(out_dir) / "config.yaml"
     if not path.is_file():
         raise ZooError(f"'{out_dir}' is not a zoo run directory (no config.yaml)")
@@ -26,12 +27,46 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     from .registry import model_schema, registry
     name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
     schema = model_schema(name) if name in registry().models else {**BASE, "model": cfg.get("model", {})}
+    cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False)  # keys added since the run started
     return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
 
 
+def check_data_root(cfg: Config, out_dir, sets=()) -> None:
+    """On --resume, the run's recorded data root wins over ``$ZOO_DATA`` (the run continues on the data it
+    started with); ``--set data.root=DIR`` changes it. Says so in one line when the environment points
+    elsewhere, and is a one-line error when the recorded root is gone."""
+    import os
+    import sys
+    recorded = cfg.data.get("root")
+    if not recorded or "root" in (parse_set(sets).get("data") or {}):
+        return
+    env = os.environ.get("ZOO_DATA")
+    hint = f" (ZOO_DATA points to {env}: pass --set data.root={env} to use it)" if env else ""
+    if not Path(recorded).is_dir():
+        raise ZooError(f"this run's data root '{recorded}' (in {Path(out_dir) / 'config.yaml'}) no longer exists: "
+                       f"pass --set data.root=DIR{hint}")
+    if env and Path(env).expanduser().resolve() != Path(recorded).resolve():
+        print(f"note: resuming on this run's data root {recorded} (config.yaml), not ZOO_DATA={env}; "
+              f"pass --set data.root={env} to switch", file=sys.stderr)
+
+
+def periodic_fid(cfg: Config):
+    """The evaluation callback ``zoo train`` passes to the trainer when ``trainer.eval_every`` is set:
+    a quick FID of ``trainer.eval_n`` samples against the training images' statistics."""
+    from .evaluate import quick_fid
+    n = int(cfg.trainer.eval_n)
+
+    def evaluate(model) -> dict:
+        return {"fid": float(quick_fid(model, cfg, n))}
+    return evaluate
+
+
 def train(model: str | None = None, *, preset: str | None = None, config_file=None, sets=(), out=None,
-          resume: bool = False, force: bool = False, quiet: bool | None = True, overrides=None):
+          resume: bool = False, force: bool = False, quiet: bool = True, overrides=None, evaluate=None):
     """Train ``model`` (or resume the run in ``out``); returns a ``RunResult``.
+
+    ``quiet=False`` prints the header and progress (stderr). ``evaluate(model) -> {"metric": value}`` is
+    called every ``trainer.eval_every`` steps (default: the quick FID, :func:`periodic_fid`).
 
     >>> zoo.train("vae", preset="tiny", sets=["trainer.max_steps=100"], out="runs/vae")
     """
@@ -43,12 +78,16 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
         cfg = run_config(out, sets)
         if model is not None and model != cfg.model_name:
             raise ZooError(f"run '{out}' trains '{cfg.model_name}', not '{model}' (drop the model name to resume)")
+        check_data_root(cfg, out, sets)
     else:
         if model is None:
             raise ZooError("name a model to train (`zoo list` shows them), or pass --resume --out DIR")
         cfg = model_config(model, preset=preset, file=config_file, sets=sets, overrides=overrides)
+        cfg.setdefault("preset", preset)  # for the header (zoo.registry records it where presets follow the device)
     out = Path(out) if out is not None else default_out_dir(cfg.model_name)
-    return fit(cfg, out, resume=resume, force=force, quiet=quiet)
+    if evaluate is None and cfg.trainer.eval_every:
+        evaluate = periodic_fid(cfg)
+    return fit(cfg, out, resume=resume, force=force, quiet=bool(quiet), evaluate=evaluate)
 
 
 def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "last.pt", device="cpu"):

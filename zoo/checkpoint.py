@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
@@ -62,3 +63,46 @@ def load(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ZooError(f"'{path}' is not a zoo checkpoint (no '{FORMAT}' marker)")
     return obj
+
+
+def load_into(ckpt: dict, path, *, model, ema, optimizers: dict, schedulers: dict, scalers: dict) -> None:
+    """Load a training checkpoint's weights, EMA, optimizer, scheduler and grad-scaler states into freshly
+    built objects; a mismatch (another model size, other optimizers) is a one-line error."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        if ema is not None:
+            if ckpt.get("ema") is None:
+                ema.model.load_state_dict(ckpt["model"])
+            else:
+                ema.load_state_dict(ckpt["ema"])
+        if set(ckpt["optimizers"]) != set(optimizers):
+            raise ValueError(f"optimizers {sorted(ckpt['optimizers'])} != {sorted(optimizers)}")
+        for k, o in optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        for k, s in schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][k])
+        for k, s in scalers.items():
+            s.load_state_dict(ckpt["scalers"][k])
+    except (RuntimeError, ValueError, KeyError) as e:
+        lines = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[:3])[:300]
+        raise ZooError(f"checkpoint '{path}' does not match this model/config: {detail}") from None
+
+
+# --- random-number states (a resumed run continues the same streams) ---------------------------------
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

@@ -19,26 +19,45 @@ from .cli_common import SET_HELP
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint and own config.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
 @click.option("--device", help="Shortcut for --set trainer.device=... (auto, cpu, cuda, cuda:N).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar (automatic when stderr is not a terminal).")
-@click.option("--gpus", type=int, default=1, show_default=True, help="Train on N GPUs (launches torchrun, DDP).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No header and no progress (a bar on a terminal, else a plain line every ~30 s).")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train on N GPUs of this machine (relaunches under torchrun, DDP); with --device cpu, "
+                   "N CPU processes.")
 def train_cmd(model, preset, config_file, sets, out, resume, force, device, quiet, gpus):
     """Train MODEL and write a run directory.
 
     \b
     The run directory gets config.yaml, meta.json, metrics.jsonl, samples/ grids,
-    checkpoints/last.pt and samples.png. Ctrl-C saves a checkpoint; resume with
+    checkpoints/last.pt and samples.png. Ctrl-C stops after the current step, saves
+    a checkpoint and prints the resume command (a second Ctrl-C stops at once):
       zoo train --resume --out DIR [--set trainer.max_steps=N]
     """
     from . import api
-    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        _launch_torchrun(gpus)
     sets = list(sets) + ([f"trainer.device={device}"] if device else [])
+    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        _check_gpus(gpus, sets)
+        _launch_torchrun(gpus)
     result = api.train(model, preset=preset, config_file=config_file, sets=sets, out=out, resume=resume,
-                       force=force, quiet=True if quiet else None)
+                       force=force, quiet=quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"{result.status}: {result.step} steps in {result.seconds:.1f}s -> {result.out_dir}")
     if result.status == "interrupted":
         sys.exit(130)
+
+
+def _check_gpus(gpus: int, sets) -> None:
+    """--gpus N needs N visible GPUs, unless CPU processes are asked for explicitly (--device cpu)."""
+    import torch
+    from .errors import ZooError
+    if any(s.replace(" ", "") == "trainer.device=cpu" for s in sets):
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        raise ZooError(f"--gpus {gpus} but no GPU is visible here: pass --device cpu to train in {gpus} CPU "
+                       f"processes, or drop --gpus")
+    if visible < gpus:
+        raise ZooError(f"--gpus {gpus} but only {visible} GPU(s) are visible (check CUDA_VISIBLE_DEVICES)")
 
 
 def _launch_torchrun(gpus: int) -> None:
@@ -53,6 +72,6 @@ def _launch_torchrun(gpus: int) -> None:
         if a.startswith("--gpus="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}", "-m", "zoo",
+    cmd = [sys.executable, "-m", "zoo.torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "zoo",
            *args]
     os.execv(sys.executable, cmd)

@@ -270,11 +270,25 @@ BASE: dict = {
         "sample_every": Key(500, "steps between fixed-noise sample grids in samples/; 0: none", ge=0),
         "checkpoint_every": Key(500, "steps between saves of checkpoints/last.pt; 0: only at the end", ge=0),
         "keep_checkpoints": Key(0, "also keep the newest N step-XXXXXX.pt checkpoints; 0: only last.pt", ge=0),
-        "n_samples": Key(64, "images in each sample grid and in samples.png", ge=1),
+        "n_samples": Key(64, "images in each sample grid and in samples.png", ge=1, le=1024),
         "skip_nonfinite": Key(False, "skip a step whose loss is NaN/inf instead of stopping the run"),
         "eval_every": Key(None, "steps between quick FIDs (logged as fid, best.pt keeps the best); null: off",
                           type=int, ge=1),
         "eval_n": Key(1000, "samples per quick FID (trainer.eval_every)", ge=2),
+        "lr_schedule": Key("constant", "learning-rate decay after warm-up, over the budget (trainer.max_steps or "
+                           "max_epochs, else max_minutes by time used: not bitwise-resumable)",
+                           choices=("constant", "cosine", "linear")),
+        "min_lr_ratio": Key(0.0, "final learning rate of a cosine or linear schedule, as a fraction of "
+                            "trainer.lr", ge=0, le=1),
+        "grid_seconds": Key(30.0, "time bound for a sample grid (samples/ and samples.png): after the first "
+                            "8 images, drawing stops before the bound; null: always trainer.n_samples",
+                            type=float, gt=0, nullable=True),
+        "progress_seconds": Key(30.0, "seconds between plain progress lines when stderr is not a terminal "
+                                "(tee, nohup, CI)", gt=0),
+        "tensorboard": Key(False, "also write scalars and sample grids to RUN/tb (pip install "
+                           "'zoo[tensorboard]'); metrics.jsonl stays the record"),
+        "ddp_find_unused": Key(False, "DDP: let an optimizer phase leave some of its own parameters without "
+                               "a gradient (find_unused_parameters; slower, only for models that need it)"),
     },
     "ema": {
         "enabled": Key(False, "keep an exponential moving average of the weights; sampling uses it"),
@@ -282,6 +296,12 @@ BASE: dict = {
         "warmup": Key(True, "lower the decay early on: min(decay, (1 + n) / (10 + n)) after n updates"),
         "every": Key(1, "update the EMA every N steps", ge=1),
         "start": Key(0, "first step that updates the EMA", ge=0),
+        "kind": Key("exponential", "exponential (ema.decay) or power: beta_t = (1 - 1/t)^(gamma + 1) after t "
+                    "updates (Karras et al. 2024), an average whose horizon grows with the run",
+                    choices=("exponential", "power")),
+        "gamma": Key(6.94, "power EMA exponent (6.94 is sigma_rel 0.10, 16.97 is 0.05)", gt=0),
+        "sigma_rel": Key(None, "power EMA width relative to the run length (Karras et al. 2024); "
+                         "overrides ema.gamma; null: use ema.gamma", type=float, gt=0, lt=0.288),
     },
     "model": {},
 }

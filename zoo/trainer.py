@@ -1,49 +1,66 @@
 """The one training loop every zoo model trains through.
 
-Read top to bottom: ``fit`` sets up the run directory, device, data, model,
-optimizers and EMA, optionally restores a checkpoint, then loops over seeded
-batches. Per batch it runs each ``(optimizer, repeats)`` phase the model
-declares (see ``zoo/contract.py``), updates the EMA, and now and then logs,
-draws a fixed-noise sample grid, evaluates and checkpoints.
+``fit`` reads top to bottom::
 
-Speed choices (GPU): the whole uint8 dataset lives on the device and batches
-are sliced from a per-epoch permutation there -- no DataLoader, workers or
-host-to-device copies per step; bf16 autocast (fp16 + GradScaler where bf16 is
-missing); channels_last; fused AdamW; optional ``torch.compile`` of the loss;
-no host sync per step (losses are summed on the device and read at log steps).
+    run = Run(cfg, ...)     set-up: device, data, model, optimizers, schedules, EMA -- nothing is written
+                            yet, so a bad config, missing data or a bad device leaves no run directory
+    run.open()              the run directory, config.yaml and meta.json; --resume restores the checkpoint
+    while not run.done():
+        run.train_step()    one batch through every (optimizer, repeats) phase the model declares
+        run.log()           a metrics.jsonl row every trainer.log_every steps; progress
+        run.periodic()      sample grid, evaluation callback, checkpoint -- each when due
+    run.finish()            after_training, the last checkpoint, samples.png (not after Ctrl-C)
 
-Determinism (CPU): the torch and python RNG states, the batch position, the
-loss accumulators, optimizers, schedulers and EMA are all in the checkpoint,
-so a run killed and resumed ends bitwise equal to an uninterrupted one.
+Around it: ``zoo/interrupt.py`` (Ctrl-C/SIGTERM: stop after this step, save, print the resume command),
+``zoo/progress.py`` (header, ETA, bar or plain lines), ``zoo/runlog.py`` (metrics.jsonl, TensorBoard),
+``zoo/distributed.py`` (DDP), ``zoo/ema.py``, ``zoo/schedules.py``, ``zoo/rundir.py``. Evaluation is
+the caller's: ``fit(..., evaluate=callback)`` (``zoo.api`` passes the quick FID), so the trainer imports
+no evaluation code.
+
+Speed choices (GPU): the whole uint8 dataset lives on the device and batches are sliced from a per-epoch
+permutation there -- no DataLoader, workers or host-to-device copies per step; bf16 autocast (fp16 +
+GradScaler where bf16 is missing); channels_last; fused AdamW; optional ``torch.compile`` of the loss;
+DDP buckets overlap the gradient all-reduce with backward; no host sync per step (losses are summed on
+the device and read at log steps).
+
+Determinism (CPU): the torch and python RNG states, the batch position, the loss accumulators,
+optimizers, schedulers and EMA are all in the checkpoint, so a run killed and resumed ends bitwise equal
+to an uninterrupted one (except with a time-based learning-rate schedule, which follows the clock).
 """
 from __future__ import annotations
 
-import copy
-import json
+import contextlib
 import math
-import os
-import platform
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import threading
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
-import torch.distributed as dist
 
-from . import checkpoint
+from . import checkpoint, distributed, rundir
+from .batches import Batches
 from .config import Config
-from .data import load_images, to_model_input
+from .data import data_root, load_images, to_model_input
 from .device import autocast, resolve_device, resolve_precision
+from .ema import EMA
 from .errors import ZooError
 from .images import save_grid
+from .interrupt import Interrupts
+from .progress import Progress, header_lines
+from .runlog import RunLog, require_tensorboard
+from .schedules import lr_lambda
 
-RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "eval.json", "samples", "checkpoints")
+Evaluate = Callable[[torch.nn.Module], Mapping[str, float]]
+"""``evaluate(model) -> {"fid": 12.3, ...}``: called every ``trainer.eval_every`` steps on the model that
+samples (the EMA when enabled), in eval mode, under ``torch.no_grad()`` and the run's autocast, on the
+main process only. Each result is a row of metrics.jsonl; the first key decides ``checkpoints/best.pt``
+(lower is better)."""
+
+GRID_CHUNK = 8          # a time-bounded grid is drawn 8 images at a time once the bound is in sight
+MAX_GRID = 1024         # trainer.n_samples beyond this is a wall of pixels, not a grid
 
 
 class TrainingDiverged(ZooError):
@@ -58,439 +75,445 @@ class RunResult:
     status: str  # finished | interrupted
 
 
-# --- small helpers --------------------------------------------------------------------------
-class Batches:
-    """Seeded, resumable batch indices over ``n`` images.
+# --- the loop -------------------------------------------------------------------------------------------
+def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool = False, quiet: bool = False,
+        evaluate: Evaluate | None = None) -> RunResult:
+    """Train ``cfg.model_name`` with config ``cfg`` into ``out_dir`` (see the module docstring).
 
-    Each epoch is a permutation drawn from ``seed`` and the epoch number; a
-    global batch of ``batch_size`` is split evenly across ``world`` processes,
-    so N processes see exactly the images one process would.
+    ``resume``: continue from ``out_dir/checkpoints/last.pt``; ``force``: overwrite a non-empty
+    ``out_dir``; ``quiet``: no header or progress on stderr (warnings still print); ``evaluate``: the
+    callback run every ``trainer.eval_every`` steps (:data:`Evaluate`).
     """
-
-    def __init__(self, n: int, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
-        if batch_size > n:
-            raise ZooError(f"trainer.batch_size={batch_size} is larger than the {n} training images "
-                           f"(lower trainer.batch_size)")
-        if batch_size % world:
-            raise ZooError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
-        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
-        self.rank, self.world = rank, world
-        self.per_epoch = n // batch_size
-        self.epoch, self.index = 0, 0
-        self._perm_epoch, self._perm = -1, None
-
-    def next(self) -> torch.Tensor:
-        if self.index >= self.per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-        if self._perm_epoch != self.epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            self._perm = torch.randperm(self.n, generator=g).to(self.device)
-            self._perm_epoch = self.epoch
-        local = self.batch_size // self.world
-        start = self.index * self.batch_size + self.rank * local
-        self.index += 1
-        return self._perm[start:start + local]
-
-    def completed_epochs(self) -> int:
-        return self.epoch + (self.index >= self.per_epoch)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load(self, state: dict) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+    run = Run(cfg, Path(out_dir), resume=resume, force=force, quiet=quiet, evaluate=evaluate)
+    run.open()
+    try:
+        with Interrupts(run.progress.say if run.ddp.main else None) as stop:
+            try:
+                while not run.done():
+                    run.train_step()
+                    run.log()
+                    run.periodic()
+                    if stop.agreed(run.ddp.world, run.device) and not run.done():
+                        return run.finish(interrupted_by=stop.name)
+                return run.finish(skip_grid=stop.requested)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+                run.stopped_at_once()
+                raise
+    finally:
+        run.close()
 
 
-class EMA:
-    """Exponential moving average of a model's weights (buffers are copied).
+class Run:
+    """One training run's state and the pieces of the loop (read :func:`fit` first)."""
 
-    ``decay`` is lowered early on when ``warmup`` is set: ``min(decay, (1+n)/(10+n))``
-    after ``n`` updates, so the average is not dominated by the random init.
-    """
+    # --- set-up: everything is built and checked before the run directory exists ----------------------
+    def __init__(self, cfg: Config, out_dir: Path, *, resume: bool, force: bool, quiet: bool,
+                 evaluate: Evaluate | None):
+        from .registry import complete_data_config, registry
+        self.cfg, self.t, self.out_dir, self.evaluate = cfg, cfg.trainer, out_dir, evaluate
+        self.resume, self.force = resume, force
+        t = self.t
+        self.check_budget_and_callbacks()
+        self.ddp = distributed.setup(t.device)
+        self.device = resolve_device(t.device, self.ddp.local_rank)
+        self.amp_dtype = resolve_precision(str(t.precision), self.device)
+        self.channels_last = self.device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
+        if t.tensorboard and self.ddp.main:
+            require_tensorboard()
+        rundir.check_target(out_dir, resume, force)
 
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True, every: int = 1, start: int = 0):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.warmup, self.every, self.start = decay, warmup, max(1, every), start
-        self.updates = 0
+        complete_data_config(cfg)
+        self.entry = registry().model(cfg.model_name)
+        cfg.data["root"] = str(data_root(cfg.data).resolve())  # recorded in config.yaml: resume reads it
+        self.data = load_images(cfg.data, "train").to(self.device, non_blocking=True)
 
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        if step < self.start or step % self.every:
-            return
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
-        ema_p = [p for p in self.model.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
-        for eb, b in zip(self.model.buffers(), model.buffers()):
-            eb.copy_(b)
-        self.updates += 1
+        # Seeding: the model's init depends on cfg.seed alone; each process then gets its own stream.
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = self.entry.cls(cfg).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        torch.manual_seed(cfg.seed + self.ddp.rank)
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        self.batches = Batches(len(self.data), int(t.batch_size), int(cfg.seed), self.device, self.ddp.rank,
+                               self.ddp.world)
+        self.step, self.train_seconds, self.skipped, self.saved_step = 0, 0.0, 0, None
+        self.best: dict | None = None  # {"metric": name, "value": v, "step": s} of checkpoints/best.pt
+        self.build_optimization()
+        self.ema = EMA.from_config(self.model, cfg.ema) if cfg.ema.enabled else None
+        self.accum: dict[str, torch.Tensor] = {}
+        self.accum_n, self.last_values = 0, {}
+        self.check_every_step = self.device.type == "cpu" or bool(t.skip_nonfinite)
+        self.runlog: RunLog | None = None
+        self.progress = Progress(show=self.ddp.main and not quiet, total_steps=self.total_steps,
+                                 max_seconds=self.max_seconds, batch_size=int(t.batch_size),
+                                 every_s=float(t.progress_seconds), label=cfg.model_name,
+                                 warning=self.gpu_sized_warning() if self.ddp.main and not resume else None)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
+    def check_budget_and_callbacks(self) -> None:
+        t = self.t
+        self.max_seconds = None if t.max_minutes is None else float(t.max_minutes) * 60
+        if t.max_steps is None and t.max_epochs is None and self.max_seconds is None:
+            raise ZooError("no training budget: set trainer.max_steps, trainer.max_epochs or trainer.max_minutes")
+        if t.eval_every and self.evaluate is None:
+            raise ZooError("trainer.eval_every is set but fit() was given no evaluate callback "
+                           "(zoo.train builds one from zoo.evaluate.quick_fid)")
+        if int(t.n_samples) > MAX_GRID:
+            raise ZooError(f"trainer.n_samples={t.n_samples} is too many images for a sample grid (at most "
+                           f"{MAX_GRID}); draw many images with `zoo sample RUN -n N`")
 
     @property
-    def main(self) -> bool:
-        return self.rank == 0
+    def total_steps(self) -> int | None:
+        """The step budget (trainer.max_steps, or max_epochs in steps), whichever ends first."""
+        limits = [int(self.t.max_steps)] if self.t.max_steps is not None else []
+        if self.t.max_epochs is not None:
+            limits.append(int(self.t.max_epochs) * self.batches.per_epoch)
+        return min(limits) if limits else None
 
-
-def setup_distributed(device_pref: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        cuda = torch.cuda.is_available() and str(device_pref) != "cpu"
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def all_reduce_grads(params, world: int) -> None:
-    """Average gradients across processes (what DDP does, one flat bucket)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat.div_(world)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def run_meta(cfg: Config, device: torch.device, world: int) -> dict:
-    from . import __version__
-    return {
-        "model": cfg.model_name, "seed": cfg.seed, "zoo_version": __version__, "torch_version": torch.__version__,
-        "python_version": platform.python_version(), "platform": platform.platform(),
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        platform.processor() or platform.machine(), "world_size": world, "git_commit": git_commit(),
-        "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def prepare_run_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    if resume:
-        if not (out_dir / "checkpoints" / "last.pt").is_file():
-            raise ZooError(f"nothing to resume in '{out_dir}': no checkpoints/last.pt (start it without --resume)")
-        return
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not force:
-            raise ZooError(f"run directory '{out_dir}' is not empty: pass --force to overwrite it, "
-                           f"or --resume to continue it")
-        for name in RUN_FILES:
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            pass  # a half-written last line from a killed run
-    path.write_text("".join(k + "\n" for k in keep))
-
-
-class StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and exits."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._old: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-
-# --- the loop -------------------------------------------------------------------------------
-def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool = False,
-        quiet: bool | None = None) -> RunResult:
-    """Train ``cfg.model_name`` with config ``cfg`` into ``out_dir``."""
-    from .registry import complete_data_config, registry
-
-    t = cfg.trainer
-    ddp = setup_distributed(t.device)
-    device = resolve_device(t.device, ddp.local_rank)
-    amp_dtype = resolve_precision(str(t.precision), device)
-    channels_last = device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
-    out_dir = Path(out_dir)
-    quiet = (not sys.stderr.isatty()) if quiet is None else quiet
-    if ddp.main:
-        prepare_run_dir(out_dir, resume, force)
-    if ddp.world > 1:
-        dist.barrier()
-
-    complete_data_config(cfg)
-    entry = registry().model(cfg.model_name)
-
-    # Seeding: the model's init depends on cfg.seed alone; each process then gets its own stream.
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = entry.cls(cfg).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    torch.manual_seed(cfg.seed + ddp.rank)
-
-    data = load_images(cfg.data, "train").to(device, non_blocking=True)
-    size, channels, data_range = int(cfg.data.image_size), int(cfg.data.channels), model.data_range
-
-    def prepare(x_uint8: torch.Tensor) -> torch.Tensor:
-        x = to_model_input(x_uint8, size, channels, data_range, cfg.data.resize)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-    optimizers = model.configure_optimizers()
-    phases = [(str(p), int(r)) for p, r in model.phases()]
-    for name, _ in phases:
-        if name not in optimizers:
-            raise ZooError(f"model '{cfg.model_name}' uses optimizer '{name}' in phases() but "
-                           f"configure_optimizers() returned {sorted(optimizers)}")
-    warmup = int(t.warmup_steps or 0)
-
-    def lr_lambda(step: int) -> float:
-        return (min(1.0, (step + 1) / warmup) if warmup else 1.0) * model.lr_factor(step)
-
-    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda) for k, o in optimizers.items()}
-    scalers = {k: torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16) for k in optimizers}
-    ema = EMA(model, cfg.ema.decay, cfg.ema.warmup, cfg.ema.every, cfg.ema.start) if cfg.ema.enabled else None
-    loss_fn = model.training_loss
-    if t.compile:
-        loss_fn = torch.compile(model.training_loss)
-
-    batches = Batches(len(data), int(t.batch_size), int(cfg.seed), device, ddp.rank, ddp.world)
-    step, train_seconds, skipped, best_fid = 0, 0.0, 0, None
-    accum: dict[str, torch.Tensor] = {}
-    accum_n = 0
-
-    if resume:
-        ckpt = checkpoint.load(out_dir / "checkpoints" / "last.pt")
-        restore(ckpt, cfg, model, ema, optimizers, schedulers, scalers, batches, out_dir / "checkpoints" / "last.pt")
-        step, train_seconds, skipped = int(ckpt["step"]), float(ckpt["train_seconds"]), int(ckpt["skipped"])
-        best_fid = ckpt.get("best_fid")
-        accum = {k: v.to(device) for k, v in ckpt["accum"].items()}
-        accum_n = int(ckpt["accum_n"])
-        if ddp.main:
-            restore_rng(ckpt["rng"])
+    def build_optimization(self) -> None:
+        """Optimizers (the model's), their phases, learning-rate schedules, grad scalers, loss functions."""
+        t, model = self.t, self.model
+        self.optimizers = model.configure_optimizers()
+        self.phases = [(str(p), int(r)) for p, r in model.phases()]
+        for name, _ in self.phases:
+            if name not in self.optimizers:
+                raise ZooError(f"model '{self.cfg.model_name}' uses optimizer '{name}' in phases() but "
+                               f"configure_optimizers() returned {sorted(self.optimizers)}")
+        self.params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in self.optimizers.items()}
+        factor = lr_lambda(warmup=int(t.warmup_steps or 0), schedule=t.lr_schedule,
+                           min_ratio=float(t.min_lr_ratio), total_steps=self.total_steps,
+                           time_fraction=(lambda: self.train_seconds / self.max_seconds) if self.max_seconds
+                           else None, model_factor=model.lr_factor)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
+        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+                        for k in self.optimizers}
+        if self.ddp.world > 1:
+            self.loss_fns = distributed.wrap_phases(model, self.optimizers, self.phases, self.device,
+                                                    find_unused=bool(t.ddp_find_unused))
+            if t.compile:
+                self.loss_fns = {k: torch.compile(f) for k, f in self.loss_fns.items()}
         else:
-            torch.manual_seed(cfg.seed + ddp.rank + 7919 * step)
-        if ddp.main:
-            truncate_metrics(out_dir / "metrics.jsonl", step)
+            fn = torch.compile(model.training_loss) if t.compile else model.training_loss
+            self.loss_fns = {name: fn for name, _ in self.phases}
 
-    if ddp.main:
-        (out_dir / "config.yaml").write_text(cfg.to_yaml())
-        meta = run_meta(cfg, device, ddp.world)
-        meta_path = out_dir / "meta.json"
-        if resume and meta_path.is_file():
-            old = json.loads(meta_path.read_text())
-            old.setdefault("resumed", []).append(meta["started"])
-            meta = old
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    def gpu_sized_warning(self) -> Callable[[str], str] | None:
+        """A GPU-sized configuration on a CPU: the model has a ``cpu`` preset, and another one is in use."""
+        preset, name = self.cfg.get("preset"), self.cfg.model_name
+        if self.device.type != "cpu" or "cpu" not in self.entry.presets or preset in ("cpu", "tiny"):
+            return None
+        which = f"preset {preset}" if preset else "its default configuration"
+        return lambda eta: (f"warning: {name} with {which} is sized for a GPU and this run is on the CPU: {eta}. "
+                            f"For a CPU-sized run: zoo train {name} --preset cpu")
 
-    def state() -> dict:
-        return {
-            "model_name": cfg.model_name, "config": cfg.to_dict(), "step": step, "epoch": batches.epoch,
-            "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "scalers": {k: s.state_dict() for k, s in scalers.items()},
-            "rng": rng_state(), "loader": batches.state(),
-            "accum": {k: v.detach().cpu() for k, v in accum.items()}, "accum_n": accum_n,
-            "train_seconds": train_seconds, "skipped": skipped, "best_fid": best_fid,
-        }
+    # --- the run directory (and --resume) -----------------------------------------------------------
+    def open(self) -> None:
+        """Create the run directory (removed again if this fails while it is empty), restore a checkpoint
+        when resuming, write config.yaml and meta.json, print the header."""
+        created: list[Path] = []
+        try:
+            if self.ddp.main:
+                created = rundir.create(self.out_dir, self.resume, self.force)
+            if self.ddp.world > 1:
+                torch.distributed.barrier()
+            if self.resume:
+                self.restore()
+            if self.ddp.main:
+                (self.out_dir / "config.yaml").write_text(self.cfg.to_yaml())
+                rundir.write_meta(self.out_dir, self.cfg, self.device, self.ddp.world, self.resume)
+                self.runlog = RunLog(self.out_dir, bool(self.t.tensorboard),
+                                     purge_step=self.step + 1 if self.resume else None)
+        except BaseException:
+            rundir.remove_if_empty(created)
+            raise
+        self.progress.header(self.header())
+        self.progress.start(self.step, self.train_seconds)
+        self._window = (self.step, self.train_seconds)
+        self._tick = time.perf_counter()
 
-    def save_checkpoint(extra_name: str | None = None) -> None:
-        if not ddp.main:
-            return
-        s = state()
-        checkpoint.save(s, out_dir / "checkpoints" / "last.pt")
-        if t.keep_checkpoints:
-            checkpoint.save(s, out_dir / "checkpoints" / f"step-{step:06d}.pt")
-            old = sorted((out_dir / "checkpoints").glob("step-*.pt"))[: -int(t.keep_checkpoints)]
-            for p in old:
-                p.unlink()
-        if extra_name:
-            checkpoint.save(s, out_dir / "checkpoints" / extra_name)
+    def header(self) -> list[str]:
+        cfg, t, data = self.cfg, self.t, self.cfg.data
+        precision = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32"
+        return header_lines(
+            run=f"{self.out_dir}" + (f" (resuming at step {self.step:,})" if self.resume else ""),
+            model=cfg.model_name, n_params=sum(p.numel() for p in self.model.parameters()),
+            preset=cfg.get("preset", ...), reason=cfg.get("preset_reason"),
+            device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}",
+            data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}",
+            max_steps=t.max_steps, max_epochs=t.max_epochs, max_minutes=t.max_minutes,
+            per_epoch=f"{self.batches.per_epoch:,} batches of {int(t.batch_size)} per epoch")
 
-    def sample_model():
-        return ema.model if ema is not None else model
+    def restore(self) -> None:
+        """Load ``checkpoints/last.pt`` into the freshly built objects (one-line errors on mismatch)."""
+        path = self.out_dir / "checkpoints" / "last.pt"
+        ckpt = checkpoint.load(path)
+        if ckpt.get("model_name") != self.cfg.model_name:
+            raise ZooError(f"checkpoint '{path}' is for model '{ckpt.get('model_name')}', not '{self.cfg.model_name}'")
+        checkpoint.load_into(ckpt, path, model=self.model, ema=self.ema, optimizers=self.optimizers,
+                             schedulers=self.schedulers, scalers=self.scalers)
+        self.batches.load(ckpt["loader"])
+        self.step, self.train_seconds, self.skipped = int(ckpt["step"]), float(ckpt["train_seconds"]), int(ckpt["skipped"])
+        self.saved_step = self.step
+        self.best = ckpt.get("best") or ({"metric": "fid", "value": ckpt["best_fid"]}
+                                         if ckpt.get("best_fid") is not None else None)
+        self.accum = {k: v.to(self.device) for k, v in ckpt["accum"].items()}
+        self.accum_n = int(ckpt["accum_n"])
+        if self.ddp.main:
+            checkpoint.restore_rng(ckpt["rng"])
+            rundir.truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+        else:
+            torch.manual_seed(self.cfg.seed + self.ddp.rank + 7919 * self.step)
 
-    def write_grid(path: Path) -> None:
-        m = sample_model()
+    # --- one step -----------------------------------------------------------------------------------------
+    def done(self) -> bool:
+        t = self.t
+        return ((t.max_steps is not None and self.step >= t.max_steps)
+                or (t.max_epochs is not None and self.batches.completed_epochs() >= t.max_epochs)
+                or (self.max_seconds is not None and self.train_seconds >= self.max_seconds))
+
+    def prepare(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        d = self.cfg.data
+        x = to_model_input(x_uint8, int(d.image_size), int(d.channels), self.model.data_range, d.resize)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_step(self) -> None:
+        """One batch through every ``(optimizer, repeats)`` phase, then schedules and EMA."""
+        x = self.prepare(self.data[self.batches.next()])
+        for phase, repeats in self.phases:
+            for _ in range(repeats):
+                self.optimizer_step(x, phase, repeats)
+        self.accum_n += 1
+        for s in self.schedulers.values():
+            s.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        now = time.perf_counter()
+        self.train_seconds += now - self._tick
+        self._tick = now
+        if self.ddp.world > 1 and self.max_seconds is not None:  # one clock for a time budget and schedule
+            self.train_seconds = distributed.from_main(self.train_seconds, self.device)
+
+    def optimizer_step(self, x: torch.Tensor, phase: str, repeats: int) -> None:
+        t, opt, scaler = self.t, self.optimizers[phase], self.scalers[phase]
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp_dtype):
+            out = self.loss(x, phase)
+        loss = out["loss"]
+        if self.check_every_step:
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if self.ddp.world > 1:  # every process skips (or stops) together, or DDP would wait forever
+                finite = distributed.all_agree(finite, self.device)
+            if not finite:
+                if t.skip_nonfinite:
+                    self.skipped += 1
+                    opt.zero_grad(set_to_none=True)
+                    return
+                raise diverged(self.out_dir, self.step + 1, phase, out)
+        scaler.scale(loss).backward()
+        if t.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.params[phase], float(t.grad_clip))
+        scaler.step(opt)
+        scaler.update()
+        for k, v in out.items():
+            key = ("loss" if len(self.phases) == 1 else f"{phase}_loss") if k == "loss" else k
+            v = v.detach().float() / repeats
+            self.accum[key] = self.accum[key] + v if key in self.accum else v.clone()
+
+    def loss(self, x: torch.Tensor, phase: str) -> dict:
+        try:
+            return self.loss_fns[phase](x, phase)
+        except RuntimeError as e:
+            if self.ddp.world > 1 and "find_unused_parameters" in str(e):
+                raise ZooError(f"model '{self.cfg.model_name}' under DDP: a parameter of optimizer '{phase}' got "
+                               f"no gradient in phase '{phase}'; set trainer.ddp_find_unused=true") from None
+            raise
+
+    # --- logging --------------------------------------------------------------------------------------
+    def running_means(self) -> dict:
+        """The losses since the last row (this process's; a host sync)."""
+        if not self.accum_n:
+            return self.last_values
+        return {k: float(v) / self.accum_n for k, v in self.accum.items()}
+
+    def log(self) -> None:
+        """A metrics row every ``trainer.log_every`` steps and at the end (means over the steps since the
+        last row, across processes); then progress."""
+        t = self.t
+        if self.step % max(1, int(t.log_every)) == 0 or self.done():
+            if self.ddp.world > 1:
+                distributed.mean_(self.accum.values())
+            values = {k: float(v) / max(1, self.accum_n) for k, v in self.accum.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad and not t.skip_nonfinite:
+                raise diverged(self.out_dir, self.step, None, {k: values[k] for k in bad},
+                               window=(self.step - self.accum_n + 1, self.step))
+            step0, seconds0 = self._window
+            images_per_s = round((self.step - step0) * int(t.batch_size) / max(self.train_seconds - seconds0, 1e-9), 1)
+            row = {"step": self.step, "epoch": self.batches.epoch, "time": round(self.train_seconds, 3), **values,
+                   "lr": self.optimizers[self.phases[0][0]].param_groups[0]["lr"], "images_per_s": images_per_s}
+            if self.skipped:
+                row["skipped_nonfinite"] = self.skipped
+            if self.runlog:
+                self.runlog.row(row)
+            self.progress.logged(values, images_per_s)
+            self.accum, self.accum_n, self.last_values = {}, 0, values
+            self._window = (self.step, self.train_seconds)
+        if self.ddp.main:
+            self.progress.step(self.step, self.train_seconds, self.running_means)
+
+    # --- periodic work --------------------------------------------------------------------------------
+    def periodic(self) -> None:
+        """Sample grid, evaluation, checkpoint -- each when due. Their time is not training time."""
+        t, step = self.t, self.step
+        if self.ddp.main and t.sample_every and step % int(t.sample_every) == 0:
+            self.write_grid(self.out_dir / "samples" / f"step-{step:06d}.png")
+        if t.eval_every and step % int(t.eval_every) == 0 and self.ddp.main:
+            self.run_evaluation()
+        if t.checkpoint_every and step % int(t.checkpoint_every) == 0:
+            self.save()
+        self._tick = time.perf_counter()
+
+    @contextlib.contextmanager
+    def sampling(self):
+        """The model that samples (the EMA when enabled) in eval mode, without autograd, under the run's
+        autocast; back in its own mode afterwards."""
+        m = self.ema.model if self.ema is not None else self.model
         was_training = m.training
         m.eval()
-        g = torch.Generator(device=device).manual_seed(int(cfg.seed))
-        with autocast(device, amp_dtype):
-            images = m.sample(int(t.n_samples), g)
-        m.train(was_training)
+        try:
+            with torch.no_grad(), autocast(self.device, self.amp_dtype):
+                yield m
+        finally:
+            m.train(was_training)
+
+    def draw_samples(self, should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, int]:
+        """``trainer.n_samples`` images from the model's default sampler and the run's seed, bounded in
+        time by ``trainer.grid_seconds``: the first ``GRID_CHUNK`` images are always drawn and timed; the
+        rest follow in one batch when they fit in the bound, else a chunk at a time while the next chunk
+        fits. Returns the images and how many were asked for."""
+        n, bound = int(self.t.n_samples), self.t.grid_seconds
+        g = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
+        start = time.perf_counter()
+        with self.sampling() as m:
+            first = n if bound is None else min(n, GRID_CHUNK)
+            chunks = [m.sample(first, g)]
+            per_image = (time.perf_counter() - start) / first
+            drawn = first
+            while drawn < n and not (should_stop and should_stop()):
+                left = float(bound) - (time.perf_counter() - start)
+                k = n - drawn if per_image * (n - drawn) <= left else min(GRID_CHUNK, n - drawn)
+                if per_image * k > left:
+                    break
+                chunks.append(m.sample(k, g))
+                drawn += k
+        return torch.cat(chunks), n
+
+    def write_grid(self, path: Path, tag: str = "samples", should_stop: Callable[[], bool] | None = None) -> None:
+        images, asked = self.draw_samples(should_stop)
         save_grid(images, path)
+        if self.runlog:
+            self.runlog.images(tag, images, self.step)
+        if len(images) < asked:
+            self.progress.say(f"{path.name}: {len(images)} of {asked} images (trainer.grid_seconds="
+                              f"{self.t.grid_seconds:g} reached)")
 
-    max_steps = t.max_steps
-    max_epochs = t.max_epochs
-    max_seconds = None if t.max_minutes is None else float(t.max_minutes) * 60
-    if max_steps is None and max_epochs is None and max_seconds is None:
-        raise ZooError("no training budget: set trainer.max_steps, trainer.max_epochs or trainer.max_minutes")
-    check_every_step = device.type == "cpu" or bool(t.skip_nonfinite)
-    log_every = max(1, int(t.log_every))
-    metrics_file = open(out_dir / "metrics.jsonl", "a") if ddp.main else None
-    bar = None
-    if ddp.main and not quiet:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, initial=step, desc=cfg.model_name, unit="step", dynamic_ncols=True)
+    def run_evaluation(self) -> None:
+        """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
+        with self.sampling() as m:
+            results = self.evaluate(m)
+        if not isinstance(results, Mapping) or not results or not all(
+                isinstance(v, (int, float)) for v in results.values()):
+            raise ZooError(f"the evaluate callback must return a non-empty dict of numbers, got {results!r}")
+        results = {k: float(v) for k, v in results.items()}
+        self.runlog.row({"step": self.step, "time": round(self.train_seconds, 3), **results})
+        metric = next(iter(results))
+        if self.best is None or self.best["metric"] != metric or results[metric] < self.best["value"]:
+            self.best = {"metric": metric, "value": results[metric], "step": self.step}
+            self.save_file(self.out_dir / "checkpoints" / "best.pt")
 
-    def done() -> bool:
-        return ((max_steps is not None and step >= max_steps)
-                or (max_epochs is not None and batches.completed_epochs() >= max_epochs)
-                or (max_seconds is not None and train_seconds >= max_seconds))
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model_name": self.cfg.model_name, "config": self.cfg.to_dict(), "step": self.step,
+            "epoch": self.batches.epoch, "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "rng": checkpoint.rng_state(), "loader": self.batches.state(),
+            "accum": {k: v.detach().cpu() for k, v in self.accum.items()}, "accum_n": self.accum_n,
+            "train_seconds": self.train_seconds, "skipped": self.skipped, "best": self.best,
+        }
 
-    model.train()
-    status = "finished"
-    window_start, window_steps = time.perf_counter(), 0
-    last_tick = time.perf_counter()
-    with StopFlag() as stop:
-        while not done():
-            x = prepare(data[batches.next()])
-            for phase, repeats in phases:
-                opt, scaler = optimizers[phase], scalers[phase]
-                params = [p for g in opt.param_groups for p in g["params"]]
-                for _ in range(repeats):
-                    opt.zero_grad(set_to_none=True)
-                    with autocast(device, amp_dtype):
-                        out = loss_fn(x, phase)
-                    loss = out["loss"]
-                    if check_every_step and not bool(torch.isfinite(loss.detach()).all()):
-                        if t.skip_nonfinite:
-                            skipped += 1
-                            opt.zero_grad(set_to_none=True)
-                            continue
-                        raise diverged(cfg, out_dir, step + 1, phase, out)
-                    scaler.scale(loss).backward()
-                    if ddp.world > 1:
-                        all_reduce_grads(params, ddp.world)
-                    if t.grad_clip:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(params, float(t.grad_clip))
-                    scaler.step(opt)
-                    scaler.update()
-                    for k, v in out.items():
-                        key = ("loss" if len(phases) == 1 else f"{phase}_loss") if k == "loss" else k
-                        v = v.detach().float() / repeats
-                        accum[key] = accum[key] + v if key in accum else v.clone()
-            accum_n += 1
-            for s in schedulers.values():
-                s.step()
-            step += 1
-            if ema is not None:
-                ema.update(model, step)
-            now = time.perf_counter()
-            train_seconds += now - last_tick
-            last_tick = now
-            window_steps += 1
-            if bar is not None:
-                bar.update(1)
+    def save_file(self, path: Path) -> None:
+        checkpoint.save(self.state(), path)
 
-            if step % log_every == 0 or done():
-                if ddp.world > 1:
-                    for v in accum.values():
-                        dist.all_reduce(v)
-                        v.div_(ddp.world)
-                values = {k: float(v) / max(1, accum_n) for k, v in accum.items()}
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad and not t.skip_nonfinite:
-                    raise diverged(cfg, out_dir, step, None, {k: values[k] for k in bad},
-                                   window=(step - accum_n + 1, step))
-                elapsed = time.perf_counter() - window_start
-                row = {"step": step, "epoch": batches.epoch, "time": round(train_seconds, 3), **values,
-                       "lr": optimizers[phases[0][0]].param_groups[0]["lr"],
-                       "images_per_s": round(window_steps * int(t.batch_size) / max(elapsed, 1e-9), 1)}
-                if skipped:
-                    row["skipped_nonfinite"] = skipped
-                if metrics_file:
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()} | {"img/s": row["images_per_s"]})
-                accum, accum_n = {}, 0
-                window_start, window_steps = time.perf_counter(), 0
-            if ddp.main and t.sample_every and step % int(t.sample_every) == 0:
-                write_grid(out_dir / "samples" / f"step-{step:06d}.png")
-            if t.eval_every and step % int(t.eval_every) == 0:
-                fid = periodic_fid(sample_model(), cfg, int(t.eval_n), device, amp_dtype) if ddp.main else None
-                if ddp.main:
-                    metrics_file.write(json.dumps({"step": step, "time": round(train_seconds, 3), "fid": fid}) + "\n")
-                    metrics_file.flush()
-                    if best_fid is None or fid < best_fid:
-                        best_fid = fid
-                        save_checkpoint("best.pt")
-            if t.checkpoint_every and step % int(t.checkpoint_every) == 0:
-                save_checkpoint()
-            last_tick = time.perf_counter()  # time spent saving/sampling is not training time
-            if stop.signal is not None:
-                status = "interrupted"
-                break
+    def save(self) -> None:
+        """``checkpoints/last.pt`` (and the newest ``trainer.keep_checkpoints`` step files). Called by
+        every process: under DDP it first checks that the replicas still hold the same weights."""
+        if self.ddp.world > 1:
+            distributed.assert_in_sync(self.model, self.device)
+        if not self.ddp.main:
+            return
+        folder = self.out_dir / "checkpoints"
+        self.save_file(folder / "last.pt")
+        self.saved_step = self.step
+        if self.t.keep_checkpoints:
+            self.save_file(folder / f"step-{self.step:06d}.pt")
+            for old in sorted(folder.glob("step-*.pt"))[: -int(self.t.keep_checkpoints)]:
+                old.unlink()
 
-        if status == "finished":
+    # --- finish -------------------------------------------------------------------------------------------
+    def finish(self, interrupted_by: str | None = None, skip_grid: Callable[[], bool] | None = None) -> RunResult:
+        """A finished run: ``after_training``, the last checkpoint, ``samples.png`` (time-bounded; skipped
+        if a signal arrives). An interrupted one: the checkpoint and the resume command, nothing else."""
+        if interrupted_by is None:
             def one_pass():
-                for i in range(0, len(data), int(t.batch_size)):
-                    yield prepare(data[i:i + int(t.batch_size)])
+                for i in range(0, len(self.data), int(self.t.batch_size)):
+                    yield self.prepare(self.data[i:i + int(self.t.batch_size)])
             with torch.no_grad():
-                model.after_training(one_pass())
-                if ema is not None:
-                    ema.model.after_training(one_pass())
-        save_checkpoint()
-        if ddp.main:
-            write_grid(out_dir / "samples.png")
-    if bar is not None:
-        bar.close()
-    if metrics_file:
-        metrics_file.close()
-    if status == "interrupted" and ddp.main:
-        name = signal.Signals(stop.signal).name
-        print(f"{name}: stopped at step {step}, checkpoint saved. Resume with: zoo train --resume --out {out_dir}",
-              file=sys.stderr)
-    return RunResult(out_dir, step, train_seconds, status)
+                self.model.after_training(one_pass())
+                if self.ema is not None:
+                    self.ema.model.after_training(one_pass())
+        self.save()
+        if interrupted_by is not None:
+            if self.ddp.main:
+                self.progress.close()
+                self.progress.say(f"{interrupted_by}: stopped at step {self.step}, checkpoint saved. "
+                                  f"Resume with: {self.resume_command()}")
+            return RunResult(self.out_dir, self.step, self.train_seconds, "interrupted")
+        if self.ddp.main:
+            if skip_grid is not None and skip_grid():
+                self.progress.say("samples.png skipped (interrupted); the checkpoint is saved")
+            else:
+                self.write_grid(self.out_dir / "samples.png", "final", should_stop=skip_grid)
+        return RunResult(self.out_dir, self.step, self.train_seconds, "finished")
+
+    def resume_command(self) -> str:
+        gpus = (f" --gpus {self.ddp.world}" + (" --device cpu" if self.device.type == "cpu" else "")
+                if self.ddp.world > 1 else "")
+        return f"zoo train --resume --out {shlex.quote(str(self.out_dir))}{gpus}"
+
+    def stopped_at_once(self) -> None:
+        """The second Ctrl-C: say which checkpoint is kept and how to resume."""
+        if not self.ddp.main:
+            return
+        self.progress.close()
+        if self.saved_step is None:
+            self.progress.say("stopped at once; no checkpoint was written yet (nothing to resume)")
+        else:
+            self.progress.say(f"stopped at once; checkpoints/last.pt from step {self.saved_step} is kept. "
+                              f"Resume with: {self.resume_command()}")
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.runlog is not None:
+            self.runlog.close()
+            self.runlog = None
 
 
-def diverged(cfg, out_dir: Path, step: int, phase, values: dict, window=None) -> TrainingDiverged:
+def diverged(out_dir: Path, step: int, phase, values: dict, window=None) -> TrainingDiverged:
     shown = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items()
                       if not math.isfinite(float(v))) or ", ".join(f"{k}" for k in values)
     where = f"at step {step}" if window is None else f"between steps {window[0]} and {window[1]}"
@@ -498,57 +521,3 @@ def diverged(cfg, out_dir: Path, step: int, phase, values: dict, window=None) ->
     keep = f"the last good checkpoint is kept at {last}" if last.exists() else "no checkpoint was written yet"
     return TrainingDiverged(f"non-finite loss {where}{f' (phase {phase})' if phase else ''}: {shown}; {keep}. "
                             f"Lower trainer.lr, set trainer.grad_clip, or set trainer.skip_nonfinite=true")
-
-
-def periodic_fid(model, cfg, n: int, device, amp_dtype) -> float:
-    from .evaluate import quick_fid
-    was_training = model.training
-    model.eval()
-    with autocast(device, amp_dtype):
-        fid = float(quick_fid(model, cfg, n))
-    model.train(was_training)
-    return fid
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    random.setstate(_as_tuple(state["python"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def restore(ckpt, cfg, model, ema, optimizers, schedulers, scalers, batches, path) -> None:
-    """Load a training checkpoint into freshly built objects, with one-line errors on mismatch."""
-    if ckpt.get("model_name") != cfg.model_name:
-        raise ZooError(f"checkpoint '{path}' is for model '{ckpt.get('model_name')}', not '{cfg.model_name}'")
-    try:
-        model.load_state_dict(ckpt["model"])
-        if ema is not None:
-            if ckpt.get("ema") is None:
-                ema.model.load_state_dict(ckpt["model"])
-            else:
-                ema.load_state_dict(ckpt["ema"])
-        if set(ckpt["optimizers"]) != set(optimizers):
-            raise ValueError(f"optimizers {sorted(ckpt['optimizers'])} != {sorted(optimizers)}")
-        for k, o in optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        for k, s in schedulers.items():
-            s.load_state_dict(ckpt["schedulers"][k])
-        for k, s in scalers.items():
-            s.load_state_dict(ckpt["scalers"][k])
-    except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])[:300]
-        raise ZooError(f"checkpoint '{path}' does not match this model/config: {detail}") from None
-    batches.load(ckpt["loader"])

@@ -1,0 +1,251 @@
+"""`zoo train` as a user meets it, run as a subprocess: Ctrl-C, the header and progress, the recorded
+data root, no debris after a failure, --gpus without a GPU, TensorBoard not installed."""
+import fcntl
+import os
+import pty
+import re
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import MNIST_ROOT, MNIST_SETS
+from plugin_env import make_dist, toy_dist
+from zoo import checkpoint
+
+DATA = [f"--set={s}" for s in MNIST_SETS]
+
+SIZED = '''
+from zoo import hookimpl
+from toyzoo import Toy
+
+class Sized(Toy):
+    """The toy with device-sized presets, like the built-in models that have a `cpu` preset."""
+    presets = {"cpu": {"model": {"width": 4}}, "gpu": {"model": {"width": 16}}, "tiny": {}}
+
+@hookimpl
+def zoo_register_models(register):
+    register(Sized, name="sized")
+'''
+
+# A `zoo` whose checkpoint writes hang (half written) from step 6 on: a second Ctrl-C lands mid-save.
+SLOW_SAVE = '''
+import sys, time, torch
+real_save = torch.save
+def slow_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("step", 0) > 5:
+        f.write(b"PK half a checkpoint")
+        f.flush()
+        time.sleep(120)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+from zoo.cli import main
+main(prog_name="zoo")
+'''
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = toy_dist(tmp_path_factory.mktemp("site"))
+    make_dist(root, "zoo-sized", {"sized": "sizedzoo"}, {"sizedzoo": SIZED})
+    (root / "slowsave.py").write_text(SLOW_SAVE)
+    return root
+
+
+def env_for(site, **extra):
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1")
+    env.update({k: v for k, v in extra.items() if v is not None})
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+    return env
+
+
+def zoo(site, *args, cwd=None, timeout=300, **env):
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+                          env=env_for(site, **env), cwd=cwd, timeout=timeout)
+
+
+def start(site, *args, script=None):
+    cmd = [sys.executable, str(site / script)] if script else [sys.executable, "-m", "zoo"]
+    return subprocess.Popen([*cmd, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_for(site))
+
+
+def wait_for(condition, proc, timeout=120):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    for f in fragments:
+        assert f in r.stderr, r.stderr
+
+
+# --- Ctrl-C (issue 14.1) -----------------------------------------------------------------------------
+def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(site, tmp_path):
+    out = tmp_path / "run"
+    proc = start(site, "train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=100000",
+                 "--set=trainer.checkpoint_every=0", "--set=trainer.n_samples=64")
+    wait_for(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip(), proc)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert "SIGINT: stopping after this step" in stderr and "Traceback" not in stderr
+    m = re.search(r"SIGINT: stopped at step (\d+), checkpoint saved\. Resume with: (zoo train --resume --out \S+)",
+                  stderr)
+    assert m, stderr
+    step = int(m.group(1))
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == step
+    assert not (out / "samples.png").exists()  # no final grid on an interrupt
+    assert took < 60, took  # seconds, not the minutes a final grid can take
+    # The printed command resumes the run.
+    r = zoo(site, *shlex.split(m.group(2))[1:], f"--set=trainer.max_steps={step + 3}")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == step + 3 and (out / "samples.png").is_file()
+
+
+def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(site, tmp_path):
+    out = tmp_path / "run"
+    proc = start(site, "train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=100000",
+                 "--set=trainer.checkpoint_every=5", script="slowsave.py")
+    folder = out / "checkpoints"
+    wait_for(lambda: (folder / "last.pt").is_file(), proc)            # step 5 saved
+    wait_for(lambda: list(folder.glob(".last.pt.*.tmp")), proc)      # the step-10 save hangs half written
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 30  # the save would have hung for 120 s
+    assert proc.returncode == 130, stderr
+    assert "SIGINT: stopping after this step" in stderr and "Traceback" not in stderr
+    assert f"stopped at once; checkpoints/last.pt from step 5 is kept. Resume with: zoo train --resume --out {out}" \
+        in stderr, stderr
+    assert checkpoint.load(folder / "last.pt")["step"] == 5
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]  # the half-written file is gone
+
+
+# --- header and progress (issues 13.1, 14.4) --------------------------------------------------------
+def test_header_and_plain_progress_lines_when_stderr_is_not_a_terminal(site, tmp_path):
+    out = tmp_path / "run"
+    r = zoo(site, "train", "toy", "--out", out, *DATA, "--set=trainer.progress_seconds=0.01")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"zoo train toy -> {out}"
+    assert re.match(r"  model   toy, [\d.]+k? parameters; model defaults \(no preset\)$", lines[1]), lines[1]
+    assert lines[2] == "  device  cpu, fp32, 1 process"
+    assert lines[3] == f"  data    mnist (split test), 9,000 images, from {MNIST_ROOT.resolve()}"
+    assert lines[4] == "  budget  40 steps (281 batches of 32 per epoch)"
+    progress = [line for line in lines if line.startswith("toy: step ")]
+    assert progress and all(re.match(r"toy: step \d+/40 \| loss [\d.e+-]+ mse [\d.e+-]+ \| [\d,]+ img/s \| "
+                                     r"elapsed \d+s( \| ETA \d+s)?$", line) for line in progress), progress
+    assert any(line.startswith("ETA ") for line in lines)
+    assert "\r" not in r.stderr and "█" not in r.stderr  # no bar where there is no terminal
+
+
+def test_progress_bar_on_a_terminal(site, tmp_path):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", "toy", "--out", str(tmp_path / "run"), *DATA,
+                             "--set=trainer.progress_seconds=0.01"], stdout=subprocess.PIPE, stderr=slave,
+                            env=env_for(site))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the pty closes when the process exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "zoo train toy ->" in text and "40/40" in text and re.search(r"step/s|s/step", text)  # tqdm's bar
+    assert "toy: step " not in text  # plain lines are for logs, not terminals
+
+
+def test_gpu_sized_configuration_on_a_cpu_warns_once_even_when_quiet(site, tmp_path):
+    r = zoo(site, "train", "sized", "--preset", "gpu", "--device", "cpu", "--quiet", "--out", tmp_path / "gpu", *DATA)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr  # --quiet: no header, no progress; the warning stays
+    assert re.match(r"warning: sized with preset gpu is sized for a GPU and this run is on the CPU: ETA \S+ "
+                    r"\(.*\)\. For a CPU-sized run: zoo train sized --preset cpu$", lines[0]), lines[0]
+    r = zoo(site, "train", "sized", "--preset", "cpu", "--device", "cpu", "--quiet", "--out", tmp_path / "cpu", *DATA,
+            "--set=trainer.max_steps=25")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+# --- the data root is part of the run (issue 14.3) ---------------------------------------------------
+def test_resume_uses_the_recorded_data_root(site, tmp_path):
+    def copy_of_mnist(name):
+        d = tmp_path / name
+        d.mkdir()
+        for f in MNIST_ROOT.glob("t10k-*"):
+            (d / f.name).symlink_to(f.resolve())
+        return d
+    a, b, out = copy_of_mnist("data-a"), copy_of_mnist("data-b"), tmp_path / "run"
+    r = zoo(site, "train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=10", ZOO_DATA=str(a))
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["root"] == str(a.resolve())
+    # The printed resume command works without the environment it started in ...
+    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=20", ZOO_DATA=None)
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    # ... the run's own root wins over a ZOO_DATA that now points elsewhere, and says so in one line ...
+    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=30", ZOO_DATA=str(b))
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: resuming on this run's data root {a.resolve()} (config.yaml), not ZOO_DATA={b}; "
+                     f"pass --set data.root={b} to switch"]
+    # ... and a recorded root that is gone is a one-line error naming the fix.
+    for f in a.iterdir():
+        f.unlink()
+    a.rmdir()
+    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=40", ZOO_DATA=str(b))
+    one_line_error(r, f"this run's data root '{a.resolve()}'", "no longer exists", f"--set data.root={b}")
+
+
+# --- a failed start leaves nothing behind (issue 14.9), --gpus without a GPU (issue 14.10) -------------
+@pytest.mark.parametrize("args, message", [
+    (["--set=data.root=nowhere", "--out", "deep/er/run"], "data root 'nowhere' (from data.root) does not exist"),
+    (["--set=trainer.batch_size=20000"], "larger than the 9000 training images"),
+    (["--device", "cuda"], "CUDA is not available"),
+    (["--set=trainer.tensorboard=true"], "pip install 'zoo[tensorboard]'"),
+])
+def test_failed_train_leaves_no_run_directory(site, tmp_path, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    blocker = tmp_path / "no-tensorboard"  # an installed-looking tensorboard that fails to import
+    (blocker / "tensorboard").mkdir(parents=True)
+    (blocker / "tensorboard" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    r = zoo(site, "train", "toy", *DATA, *args, cwd=work, PYTHONPATH=f"{blocker}{os.pathsep}{site}")
+    one_line_error(r, message)
+    assert list(work.iterdir()) == [], list(work.iterdir())  # no runs/toy-TIMESTAMP, no deep/er/
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
+def test_gpus_without_a_gpu_is_an_error_unless_cpu_is_asked_for(site, tmp_path):
+    r = zoo(site, "train", "toy", "--gpus", "2", *DATA, cwd=tmp_path)
+    one_line_error(r, "--gpus 2 but no GPU is visible here", "--device cpu")
+    assert list(tmp_path.iterdir()) == []
