@@ -83,7 +83,7 @@ def test_a_plugins_bad_default_is_caught():
     (["trainer.batch_size=-4"], "trainer.batch_size=-4 (in --set) must be >= 1"),
     (["trainer.lr=0"], "trainer.lr=0.0 (in --set) must be > 0"),
     (["ema.decay=1"], "ema.decay=1.0 (in --set) must be in [0, 1)"),
-    (["trainer.n_samples=0"], "trainer.n_samples=0 (in --set) must be >= 1"),
+    (["trainer.n_samples=0"], "trainer.n_samples=0 (in --set) must be in [1, 1024]"),
     (["trainer.grad_clip=-1"], "trainer.grad_clip=-1.0 (in --set) must be > 0"),
     (["trainer.warmup_steps=-1"], "trainer.warmup_steps=-1 (in --set) must be >= 0"),
     (["trainer.betas=[0.9, 1.0]"], "trainer.betas=[0.9, 1.0] (in --set) must have each item in [0, 1)"),
