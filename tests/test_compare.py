@@ -234,6 +234,32 @@ def test_a_model_that_fails_in_training_is_a_row_and_the_exit_code_is_1(toy, tmp
     assert "error: 1 of 2 models failed (toy)" in res.output and "Traceback" not in res.output
     rows = {r["model"]: r for r in json.loads((tmp_path / "leaderboard.json").read_text())["rows"]}
     assert "non-finite loss" in rows["toy"]["error"] and rows["toygan"]["fid"] > 0
+    # a run compare did not see finish (Ctrl-C, a crash) is resumed by the same command, not taken as trained
+    marker = tmp_path / "runs" / "toygan" / "compare.json"
+    marker.write_text(marker.read_text().replace('"finished"', '"training"'))
+    res = invoke("compare", "toygan", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
+                 "--metrics", "fid", "--set", "model.fail_at=2", *SETS)
+    assert res.exit_code == 0, res.output
+    assert "[compare] toygan (1/1): resuming" in res.output and '"finished"' in marker.read_text()
+
+
+def test_periodic_fid_is_spread_over_the_budget(toy):
+    from zoo.compare import Entry, periodic_fid_sets, step_seconds
+    def sets_for(*sets, n=10000, points=8):
+        cfg = model_config("toy", sets=MNIST_SETS + list(sets))
+        return periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), sets, points, 500, n, echo=lambda m: None)
+    assert sets_for("trainer.max_steps=40") == ["trainer.eval_every=5", "trainer.eval_n=500"]
+    assert sets_for("trainer.max_steps=40", n=300) == ["trainer.eval_every=5", "trainer.eval_n=300"]
+    assert sets_for("trainer.max_steps=3") == ["trainer.eval_every=1", "trainer.eval_n=500"]
+    assert sets_for("trainer.max_steps=40", points=0) == []                       # --fid-points 0: off
+    assert sets_for("trainer.max_steps=40", "trainer.eval_every=7") == []         # the user's own choice stands
+    assert sets_for("trainer.max_steps=40", "trainer.eval_n=64") == ["trainer.eval_every=5"]
+    # a minute budget: the step time is measured on the model itself, then the FIDs are spread over it
+    cfg = model_config("toy", sets=MNIST_SETS)
+    seconds = step_seconds(cfg, budget_seconds=0.2)
+    assert 0 < seconds < 60
+    (every,) = [s for s in sets_for("trainer.max_minutes=1", "trainer.max_steps=null") if "eval_every" in s]
+    assert int(every.split("=")[1]) >= 1
 
 
 def test_report_html_renders_in_a_headless_browser(report, tmp_path):

@@ -49,6 +49,11 @@ class ModelsFailed(ZooError):
     exit_code = 1
 
 
+class Interrupted(ZooError):
+    """Ctrl-C or SIGTERM while a model trained: its checkpoint is saved; the same command continues."""
+    exit_code = 130
+
+
 @dataclass
 class Entry:
     """One item of the comparison, checked and resolved."""
@@ -312,7 +317,8 @@ def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10
             continue
         walls.append(time.time() - t0)
         if getattr(result, "status", "finished") == "interrupted":
-            raise KeyboardInterrupt
+            raise Interrupted(f"interrupted while training {e.label}: run the same command again to continue "
+                              f"({e.label} resumes from its checkpoint, finished runs are reused)")
         _mark(e, "finished")
         eta = _eta(walls, len(todo) - i, budget_minutes)
         echo(f"[compare] {e.label} ({i}/{len(todo)}): trained {result.step} steps in {_duration(walls[-1])}"
@@ -346,7 +352,7 @@ def _one_line(e: BaseException) -> str:
 # --- 3. score ------------------------------------------------------------------------------------
 def score_all(entries: list[Entry], errors: dict, *, n: int, seed: int, extractor=None, metrics=None,
               device: str = "auto", reference=None, extra_references=(), nll: bool = False, nll_n=None,
-              echo=print) -> list[dict]:
+              score_last: bool = True, echo=print) -> list[dict]:
     """One row per entry: the best-by-FID checkpoint's scores (every metric), the last checkpoint's FID,
     likelihood and mode coverage where the harness gives them, and the memorisation check. Rows are
     sorted by FID; failures last."""
@@ -357,8 +363,10 @@ def score_all(entries: list[Entry], errors: dict, *, n: int, seed: int, extracto
             t0 = time.time()
             try:
                 _score(e, row, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
-                       reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n, echo=echo)
-                last = f", last {row['fid_last']:.2f}" if row.get("best_step") is not None else ""
+                       reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                       score_last=score_last, echo=echo)
+                last = f", last {row['fid_last']:.2f}" if row.get("fid_last") is not None and \
+                    row.get("best_step") is not None else ""
                 echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row['fid']:.2f}{last} "
                      f"(scored in {_duration(time.time() - t0)})")
             except Exception as ex:  # noqa: BLE001
@@ -371,7 +379,7 @@ def score_all(entries: list[Entry], errors: dict, *, n: int, seed: int, extracto
 
 
 def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, reference, extra_references, nll, nll_n,
-           echo) -> None:
+           score_last, echo) -> None:
     from . import api
     from .evaluate import evaluate_images, reference_for_config
     dev = api.pick_device(device)
@@ -389,7 +397,8 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
     meta = _metrics_log(e.run)
     row["train_seconds"] = round(meta["time"], 1) if meta.get("time") is not None else None
     row["fid_curve"] = meta["fid"]
-    which = f"best checkpoint (step {ranked.step}) and last (step {last.step})" if ranked is not last else \
+    which = f"best checkpoint (step {ranked.step})" + (f" and last (step {last.step})" if score_last else "") \
+        if ranked is not last else \
         f"last checkpoint (step {last.step}{', also the best by FID' if best is not None else ''})"
     echo(f"[compare] scoring {e.label}: {which}, {n} samples each")
     ref = reference_for_config(cfg, reference)
@@ -408,12 +417,12 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
                                 seed=seed, device=dev)
         row[f"fid_{spec}"] = extra["fid"]
         row[f"_reference_{spec}"] = extra["reference"]
-    if ranked is not last:
+    if ranked is not last and score_last:
         last_images = api.sample_images(last, n, seed=seed, **e.options)
         row["fid_last"] = evaluate_images(last_images, ref, extractor=extractor, metrics=("fid",), seed=seed,
                                           device=dev)["fid"]
     else:
-        row["fid_last"] = row["fid"]
+        row["fid_last"] = row["fid"] if ranked is last else None
     if nll:
         from .evaluate import evaluate
         got = evaluate(ranked, None, metrics=(), nll=True, nll_n=nll_n, seed=seed)
@@ -549,12 +558,13 @@ def _cached_training_features(ref, ext, name, train_images, size, feature_layer)
 def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, extractor=None, metrics=None,
             preset=None, sets=(), device="auto", options=None, sample_options=None, title="zoo comparison",
             echo=print, quiet=True, presets=None, reference=None, extra_references=(), nll=False, nll_n=None,
-            fid_points=FID_POINTS, fid_n=FID_N) -> dict[str, Path]:
+            fid_points=FID_POINTS, fid_n=FID_N, score_last=True) -> dict[str, Path]:
     """Check every item, train what is not trained yet, evaluate and report. Returns the report files.
 
     ``options``: sampling options forwarded to every model that declares them; ``sample_options``:
     ``{label or model name: {...}}`` for single models. ``fid_points``: about this many cheap periodic
     FIDs (``fid_n`` samples each) per trained run; 0 turns them off (then the last checkpoint is ranked).
+    ``score_last=False`` skips the last checkpoint's FID when a best one is ranked (half the sampling).
     ``nll``: also bits/dim (models with ``log_likelihood``). Rows with an ``error`` are failures; see
     ``leaderboard.json``.
     """
@@ -570,7 +580,8 @@ def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, ext
     errors = train_all(entries, sets=sets, budget_minutes=budget_minutes, n=n, fid_points=fid_points, fid_n=fid_n,
                        quiet=quiet, echo=echo)
     rows = score_all(entries, errors, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
-                     reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n, echo=echo)
+                     reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                     score_last=score_last, echo=echo)
     refs = {"reference (FID, KID, precision/recall)": {r["_reference"] for r in rows if "_reference" in r}}
     for spec in extra_references:
         refs[f"reference of 'FID vs {spec}'"] = {r[f"_reference_{spec}"] for r in rows if f"_reference_{spec}" in r}
