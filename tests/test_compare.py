@@ -172,6 +172,7 @@ def test_a_typo_fails_at_once_before_anything_trains(tmp_path):
 @pytest.mark.parametrize("args, parts", [
     (["ae", "--preset", "ae=tinyy"], ["no preset 'tinyy'", "did you mean 'tiny'?"]),
     (["ae", "--set", "model.latnet=3"], ["unknown config key 'model.latnet'", "did you mean 'model.latent'"]),
+    (["ae", "gan", "--set", "trainer.batch_size=-4"], ["trainer.batch_size=-4", "must be >= 1"]),
     (["ae", "gan", "--option", "steps=3"], ["no model compared declares the sampling option 'steps'",
                                             "ae: none; gan: none"]),
     (["ae", "ddpm", "--option", "stpes=3"], ["sampling option 'stpes'", "did you mean 'steps'"]),
