@@ -142,6 +142,7 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
     curves (with zoo[tensorboard] installed, each run also writes RUN/tb).
     """
     import json
+
     from .compare import ModelsFailed, compare
     if nll_n is not None and not nll:
         raise ZooError("--nll-n applies to the likelihood: add --nll")
@@ -155,7 +156,7 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
         else:
             preset = value
     options = option_values(option_items, sampler=("--sampler", sampler), steps=("--sample-steps", sample_steps))
-    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    echo = lambda m: click.echo(m, err=True)
     with clean_warnings():
         files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
                         metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",") if m.strip()),

@@ -157,12 +157,14 @@ def curves_figure(rows, path: Path, ncols: int = 4) -> dict:
     grid = fig.add_gridspec(1 + loss_rows, ncols, height_ratios=[1.5] + [1.0] * loss_rows)
     ax_fid = fig.add_subplot(grid[0, :])
     drawn: dict = {"fid": [], "loss_panels": []}
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {model: palette[i % len(palette)] for i, (model, _) in enumerate(runs)}  # one per model, both panels
     for model, series in runs:
         if series.get("fid"):
             xs, ys = zip(*series["fid"])
-            line, = ax_fid.plot(xs, ys, marker="o", markersize=3, label=model)
+            ax_fid.plot(xs, ys, marker="o", markersize=3, label=model, color=colour[model])
             j = min(range(len(ys)), key=ys.__getitem__)
-            ax_fid.plot([xs[j]], [ys[j]], marker="*", markersize=11, color=line.get_color())
+            ax_fid.plot([xs[j]], [ys[j]], marker="*", markersize=11, color=colour[model])
             drawn["fid"].append(model)
     ax_fid.set(xlabel="training time (s)", ylabel="FID (periodic, few samples)",
                title="FID during training (★ best)" if drawn["fid"] else
@@ -177,11 +179,11 @@ def curves_figure(rows, path: Path, ncols: int = 4) -> dict:
         losses = {k: v for k, v in series.items() if k != "fid"}
         for k, pts in losses.items():
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=k, linewidth=1)
+            ax.plot(xs, ys, label=k, linewidth=1, **({"color": colour[model]} if len(losses) == 1 else {}))
         values = [v for pts in losses.values() for _, v in pts]
         if values and min(values) > 0 and max(values) > 50 * min(values):
             ax.set_yscale("log")
-        ax.set_title(model, fontsize=10)
+        ax.set_title(model, fontsize=10, color=colour[model])
         ax.tick_params(labelsize=7)
         ax.set_xlabel("training time (s)", fontsize=8)
         if len(losses) > 1:
