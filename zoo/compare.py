@@ -98,17 +98,17 @@ def budget_sets(budget_minutes=None, steps=None) -> list[str]:
     return sets
 
 
-def check_options(cls, name: str, options: dict) -> dict:
+def check_options(cls, name: str, options: dict, source: str = "sampling options") -> dict:
     """``options`` checked against model ``name``'s declared ``sample_options`` (one-line ZooError)."""
     from .contract import check_sample_options
     if "name" in inspect.signature(check_sample_options).parameters:
-        return check_sample_options(cls, options, name=name)
+        return check_sample_options(cls, options, source=source, name=name)
     declared = getattr(cls, "sample_options", {}) or {}
     unknown = [k for k in options if k not in declared]
     if unknown:
         raise ZooError(f"model '{name}' has no sampling option '{unknown[0]}'{did_you_mean(unknown[0], declared)} "
                        f"(its options: {', '.join(sorted(declared)) or 'none'}; `zoo list` describes them)")
-    return check_sample_options(cls, options)
+    return check_sample_options(cls, options, source=source)
 
 
 def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None, steps=None, options=None,
