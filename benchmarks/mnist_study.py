@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--sampler-n", type=int, default=None, help="samples per extra evaluation [default: --n]")
     ap.add_argument("--ddpm-sweep", default="", help="minutes, e.g. 2,5,10,20")
     ap.add_argument("--label", default="", help="suffix of the results folder, e.g. cpu")
+    ap.add_argument("--fid-points", type=int, default=8, help="periodic FIDs per training run (the curves; each "
+                    "model is ranked at its best checkpoint by them); 0: off, the last checkpoint is ranked")
     args = ap.parse_args()
 
     from zoo.compare import compare
@@ -73,7 +75,8 @@ def main() -> None:
     command = " ".join(["python"] + sys.argv)
     models = [m for m in args.models.split(",") if m]
     t0 = time.time()
-    common = dict(device=args.device, reference=references[0], extra_references=references[1:])
+    common = dict(device=args.device, reference=references[0], extra_references=references[1:],
+                  fid_points=args.fid_points)
     def ddpm_options(spec: str) -> dict:
         sampler, _, steps = spec.partition("-")
         opts = {"sampler": sampler, "steps": int(steps)} if spec else {}
@@ -89,7 +92,7 @@ def main() -> None:
     for spec in [s for s in args.samplers.split(",") if s] if ddpms else []:
         f = compare([str(out / "runs" / m) for m in ddpms], out / f"sampler-{spec}", n=n_extra,
                     sample_options={m: ddpm_options(spec) for m in ddpms},
-                    title=f"DDPM sampled with {spec}", metrics=("fid", "is"), **common)
+                    title=f"DDPM sampled with {spec}", metrics=("fid", "is"), score_last=False, **common)
         extra[spec] = json.loads(Path(f["json"]).read_text())["rows"]
     sweep = []
     for minutes in [float(m) for m in args.ddpm_sweep.split(",") if m]:

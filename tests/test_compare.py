@@ -1,73 +1,267 @@
-"""`zoo compare`: equal-budget training, one scoring path, leaderboard files, a report a browser renders."""
+"""`zoo compare`: checks before training, equal-budget training with a periodic FID, best and last checkpoints,
+one scoring path, leaderboard files, per-model loss panels, the memorisation check, a report a browser renders."""
 import csv
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
-
 from conftest import MNIST_SETS
+from plugin_env import toy_dist
+
 from zoo.cli import main
+from zoo.registry import model_config, registry
+
+SETS = [a for s in MNIST_SETS for a in ("--set", s)]
+
+
+def zoo_cli(*args, cwd=None, env=None):
+    """`python -m zoo ARGS` as a user runs it: a subprocess, one torch thread (2 shared cores)."""
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          check=False, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=900)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(stderr: str, *parts):
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for p in parts:
+        assert p in lines[0], (p, lines[0])
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare") / "report"
-    args = ["compare", "ae", "gan", "no-such-model", "--out", str(out), "--steps", "40", "-n", "300",
-            "--preset", "tiny", "--reference", "holdout", "--reference", "test", "--title", "tiny comparison"]
-    for s in MNIST_SETS:
-        args += ["--set", s]
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == 0, res.output
-    return out, res.output
+    """ae and gan trained 40 steps (a periodic FID every 5), plus a run whose checkpoint is broken: it fails."""
+    base = tmp_path_factory.mktemp("compare")
+    broken = base / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "config.yaml").write_text(model_config("vae", preset="tiny", sets=MNIST_SETS).to_yaml())
+    (broken / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    out = base / "report"
+    res = zoo_cli("compare", "ae", "gan", broken, "--out", out, "--steps", 40, "-n", 300, "--preset", "tiny",
+                  "--reference", "holdout", "--reference", "test", "--title", "tiny comparison", *SETS)
+    return out, res
 
 
-def test_compare_writes_every_report_file(report):
-    out, output = report
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "samples.png", "curves.png", "report.html"):
+def test_a_failing_model_exits_nonzero_and_the_leaderboard_is_still_written(report):
+    out, res = report
+    assert res.returncode == 1, res.stderr
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "samples.png", "curves.png",
+                 "memorisation.png", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "runs" / "ae" / "checkpoints" / "last.pt").is_file()
-    assert "| 1 |" in output  # the table is printed too
+    assert "| 1 |" in res.stdout  # the table is printed too
+    assert res.stderr.strip().splitlines()[-1].startswith("error: 1 of 3 models failed (broken)")
+    assert "Traceback" not in res.stderr
 
 
-def test_leaderboard_ranks_by_fid_and_lists_the_failure(report):
+def test_progress_lines_and_warnings_are_one_clean_line_each(report):
+    _, res = report
+    err = res.stderr
+    assert "[compare] ae (1/2): training into" in err and "[compare] ae (1/2): trained 40 steps in" in err
+    assert "[compare] gan (2/2): trained 40 steps" in err and "left for" in err  # an ETA once one model is timed
+    assert "[compare] scoring gan:" in err
+    # --reference test: the mnist extractor trained on those images -- the harness warns, compare prints one line
+    warned = [line for line in err.splitlines() if "feature extractor was trained on" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ")  # once, though both models raised it
+    assert "UserWarning" not in err and "warnings.warn" not in err and ".py:" not in err
+
+
+def test_leaderboard_ranks_best_checkpoints_and_reports_the_last(report):
+    from zoo.compare import harness_metrics
     out, _ = report
     data = json.loads((out / "leaderboard.json").read_text())
     rows = {r["model"]: r for r in data["rows"]}
-    assert set(rows) == {"ae", "gan", "no-such-model"}
-    assert "no-such-model" in rows["no-such-model"]["error"] and rows["no-such-model"]["fid"] is None
-    scored = [r for r in data["rows"] if r["fid"] is not None]
-    assert [r["model"] for r in scored] == sorted(rows_ok := ["ae", "gan"], key=lambda m: rows[m]["fid"])
-    assert data["rows"][-1]["model"] == "no-such-model"  # failures sort last
-    for m in rows_ok:
+    assert set(rows) == {"ae", "gan", "broken"}
+    assert rows["broken"]["error"] and rows["broken"]["fid"] is None and data["rows"][-1]["model"] == "broken"
+    scored = [r["model"] for r in data["rows"] if r["fid"] is not None]
+    assert scored == sorted(["ae", "gan"], key=lambda m: rows[m]["fid"])
+    for m in scored:
         r = rows[m]
         assert r["fid"] > 0 and r["fid_test"] > 0 and 1 <= r["is_mean"] <= 10 and 0 <= r["precision"] <= 1
         assert r["steps"] == 40 and r["params"] > 0 and r["sample_seconds_per_1000"] > 0
+        # the periodic FID: every 5 of 40 steps, so 8 points; the best of them is the checkpoint ranked
+        curve = r["fid_curve"]
+        assert [p[0] for p in curve] == [5, 10, 15, 20, 25, 30, 35, 40]
+        assert r["best_step"] == min(curve, key=lambda p: p[2])[0]
+        assert r["fid_last"] > 0 and (r["fid_last"] == r["fid"]) == (r["best_step"] == 40)
+        assert r["bits_per_dim"] is None  # not asked for (--nll)
+        assert (r["modes"] is not None) == ("modes" in harness_metrics())  # asked for whenever measurable
+        assert r["sample_options"] == {}
     ctx = data["context"]
     assert "held-out" in ctx["reference (FID, KID, precision/recall)"]
     assert "test split (all images)" in ctx["reference of 'FID vs test'"]
     assert ctx["budget"] == "40 steps" and ctx["device"] == "CPU"
+    assert "best by periodic FID where a run logged one (runs trained here: 8 points, 300 samples" \
+        in ctx["checkpoint ranked"]
     with open(out / "leaderboard.csv") as f:
         csv_rows = list(csv.DictReader(f))
-    assert [r["model"] for r in csv_rows] == [r["model"] for r in data["rows"]] and "fid_test" in csv_rows[0]
+    assert [r["model"] for r in csv_rows] == [r["model"] for r in data["rows"]]
+    assert {"fid", "fid_last", "best_step", "fid_test", "bits_per_dim", "modes", "class_kl"} <= set(csv_rows[0])
     md = (out / "leaderboard.md").read_text()
-    assert "FID vs test" in md and "![samples](samples.png)" in md
+    assert "FID ↓ (best ckpt) | FID last | best step | FID vs test" in md and "![samples](samples.png)" in md
 
 
-def test_runs_are_reused_and_run_directories_are_accepted(report, tmp_path):
+def test_curves_have_one_loss_panel_per_model_and_fid_for_every_model(report, tmp_path):
+    from zoo.compare_report import curves_figure
     out, _ = report
-    res = CliRunner().invoke(main, ["compare", str(out / "runs" / "ae"), "--out", str(tmp_path / "again"),
-                                    "-n", "200", "--metrics", "fid"])
+    rows = [{"model": m, "_run": str(out / "runs" / m)} for m in ("ae", "gan")] + [{"model": "broken"}]
+    drawn = curves_figure(rows, tmp_path / "curves.png")
+    assert drawn == {"fid": ["ae", "gan"], "loss_panels": ["ae", "gan"]}
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_memorisation_section_pairs_samples_with_training_images(report):
+    out, _ = report
+    rows = {r["model"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
+    for m in ("ae", "gan"):
+        near = rows[m]["nearest"]
+        assert len(near["indices"]) == len(near["distances"]) == 8 and near["searched"] == 9000
+        assert all(0 <= i < 9000 for i in near["indices"]) and near["typical_distance"] > 0
+    page = (out / "report.html").read_text()
+    assert '<h2 id="memorisation">' in page and 'id="nearest"' in page
+
+
+def test_nearest_training_image_of_a_training_image_is_itself():
+    from zoo.evaluate import reference_for_config
+    from zoo.memorisation import nearest_training_images
+    cfg = model_config("ae", preset="tiny", sets=MNIST_SETS)
+    train, _ = reference_for_config(cfg).load()
+    pick = [0, 17, 4321, len(train) - 1]
+    for use_cache in (True, False):  # the harness's cached features, and every image's features extracted anew
+        r = nearest_training_images(train[pick], cfg, use_cache=use_cache)
+        assert r["indices"] == pick and r["searched"] == len(train)
+        assert max(r["distances"]) < 0.01 * r["typical_distance"]
+        assert torch.equal(r["neighbours"], train[pick])
+    shifted = torch.roll(train[pick], 3, dims=-1)  # not a copy any more: farther away than a copy
+    assert min(nearest_training_images(shifted, cfg)["distances"]) > 0.05 * r["typical_distance"]
+
+
+def test_new_columns_show_values_or_a_dash(tmp_path):
+    from zoo.compare_report import write_reports
+    rows = [{"model": "vae", "fid": 10.0, "fid_last": 11.0, "best_step": 300, "bits_per_dim": 1.2345,
+             "bits_per_dim_bound": "elbo", "modes": 10, "class_kl": 0.0123, "error": ""},
+            {"model": "gan", "fid": 20.0, "fid_last": 20.0, "best_step": 400, "error": ""}]
+    files = write_reports(rows, tmp_path, "t", {"k": "v"})
+    md = files["md"].read_text()
+    assert "| bits/dim ↓ | modes ↑ | class KL ↓ |" in md
+    assert "| 1.234 (elbo) | 10 | 0.012 |" in md and "| — | — | — |" in md
+    data = json.loads(files["json"].read_text())["rows"]
+    assert data[0]["bits_per_dim"] == 1.2345 and data[0]["modes"] == 10 and data[1]["class_kl"] is None
+    with open(files["csv"]) as f:
+        got = list(csv.DictReader(f))
+    assert got[0]["bits_per_dim_bound"] == "elbo" and got[1]["modes"] == ""
+    page = files["html"].read_text()
+    assert "<th>bits/dim ↓</th>" in page and "<td>1.234 (elbo)</td>" in page and "<td>—</td>" in page
+
+
+def test_a_typo_fails_at_once_before_anything_trains(tmp_path):
+    res = zoo_cli("compare", "ae", "vea", "--out", tmp_path / "out", "--steps", 40, *SETS)
+    assert res.returncode == 2
+    one_line_error(res.stderr, "unknown model 'vea'", "did you mean 'vae'?")
+    assert not (tmp_path / "out").exists() and "[compare]" not in res.stderr
+
+
+@pytest.mark.parametrize("args, parts", [
+    (["ae", "--preset", "ae=tinyy"], ["no preset 'tinyy'", "did you mean 'tiny'?"]),
+    (["ae", "--set", "model.latnet=3"], ["unknown config key 'model.latnet'", "did you mean 'model.latent'"]),
+    (["ae", "gan", "--set", "trainer.batch_size=-4"], ["trainer.batch_size=-4", "must be >= 1"]),
+    (["ae", "gan", "--option", "steps=3"], ["no model compared declares the sampling option 'steps'",
+                                            "ae: none; gan: none"]),
+    (["ae", "ddpm", "--option", "stpes=3"], ["sampling option 'stpes'", "did you mean 'steps'"]),
+    (["ddpm", "--option", "steps=0"], ["steps"]),
+    (["ddpm", "--sampler", "ddim", "--option", "sampler=ddpm"], ["--sampler and --option sampler=... both"]),
+    (["ae", "--metrics", "is,kid"], ["ranks by FID"]),
+    (["ae", "--extractor", "mnsit"], ["mnsit", "did you mean 'mnist'?"]),
+    (["ae", "--reference", "tset"], ["--reference 'tset'"]),
+    (["ae", "--preset", "vae=tiny"], ["preset given for vae, which is not among the models compared"]),
+])
+def test_bad_input_is_one_line_before_any_work(tmp_path, args, parts):
+    res = invoke("compare", *args, "--out", tmp_path / "out", "--steps", 40, *SETS)
+    assert res.exit_code == 2, res.output
+    for p in parts:
+        assert p in res.output, (p, res.output)
+    assert "Traceback" not in res.output and "[compare]" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_go_only_to_models_that_declare_them_and_runs_are_reused(report, tmp_path):
+    out, _ = report
+    again = tmp_path / "again"
+    res = invoke("compare", out / "runs" / "ae", "ddpm", "--out", again, "--steps", 4, "-n", 300, "--preset",
+                 "ddpm=tiny", "--option", "steps=2", "--fid-points", 0, "--metrics", "fid", *SETS)
     assert res.exit_code == 0, res.output
-    rows = json.loads((tmp_path / "again" / "leaderboard.json").read_text())["rows"]
-    assert rows[0]["model"] == "ae" and rows[0]["fid"] > 0 and rows[0]["is_mean"] is None
+    rows = {r["model"]: r for r in json.loads((again / "leaderboard.json").read_text())["rows"]}
+    assert rows["ddpm"]["sample_options"] == {"steps": 2} and rows["ae"]["sample_options"] == {}
+    assert not rows["ae"]["error"] and not rows["ddpm"]["error"] and rows["ae"]["is_mean"] is None
+    assert rows["ddpm"]["best_step"] is None and rows["ddpm"]["fid_last"] == rows["ddpm"]["fid"]  # periodic FID off
+    assert rows["ae"]["best_step"] is not None  # the reused run kept its best.pt
+    # the same settings again: the finished run is reused, nothing trains
+    res = invoke("compare", "ddpm", "--out", again, "--steps", 4, "-n", 300, "--preset", "ddpm=tiny",
+                 "--fid-points", 0, "--metrics", "fid", *SETS)
+    assert res.exit_code == 0 and "already trained" in res.output and "training into" not in res.output
+    # other settings into the same folder: refused before anything trains, rather than mislabelled
+    res = invoke("compare", "ddpm", "--out", again, "--steps", 8, "--preset", "ddpm=tiny", *SETS)
+    assert res.exit_code == 2 and "trained by an earlier zoo compare with other settings" in res.output
+    # zoo sample: --option checked against the run's model before anything loads
+    r = invoke("sample", again / "runs" / "ddpm", "-n", 4, "--out", tmp_path / "g.png", "--option", "steps=2")
+    assert r.exit_code == 0 and (tmp_path / "g.png").is_file()
+    r = invoke("sample", out / "runs" / "ae", "-n", 4, "--out", tmp_path / "h.png", "--option", "steps=2")
+    assert r.exit_code == 2 and "model 'ae' has no sampling option 'steps'" in r.output
+    assert not (tmp_path / "h.png").exists()
 
 
-def test_bad_preset_spec_is_a_one_line_error(tmp_path):
-    res = CliRunner().invoke(main, ["compare", "ae", "--out", str(tmp_path), "--preset", "vae=tiny"])
-    assert res.exit_code == 2 and "preset given for vae, which is not among the models compared" in res.output
-    assert "Traceback" not in res.output
+@pytest.fixture
+def toy(tmp_path_factory, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy_dist(tmp_path_factory.mktemp("site"))))
+    registry(reload=True)
+    yield
+    sys.modules.pop("toyzoo", None)
+    registry(reload=True)
+
+
+def test_a_model_that_fails_in_training_is_a_row_and_the_exit_code_is_1(toy, tmp_path):
+    # model.fail_at turns toy's loss NaN at its 2nd call; toygan ignores it and trains
+    res = invoke("compare", "toy", "toygan", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
+                 "--metrics", "fid", "--set", "model.fail_at=2", *SETS)
+    assert res.exit_code == 1, res.output
+    assert "error: 1 of 2 models failed (toy)" in res.output and "Traceback" not in res.output
+    rows = {r["model"]: r for r in json.loads((tmp_path / "leaderboard.json").read_text())["rows"]}
+    assert "non-finite loss" in rows["toy"]["error"] and rows["toygan"]["fid"] > 0
+    # a run compare did not see finish (Ctrl-C, a crash) is resumed by the same command, not taken as trained
+    marker = tmp_path / "runs" / "toygan" / "compare.json"
+    marker.write_text(marker.read_text().replace('"finished"', '"training"'))
+    res = invoke("compare", "toygan", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
+                 "--metrics", "fid", "--set", "model.fail_at=2", *SETS)
+    assert res.exit_code == 0, res.output
+    assert "[compare] toygan (1/1): resuming" in res.output and '"finished"' in marker.read_text()
+
+
+def test_periodic_fid_is_spread_over_the_budget(toy):
+    from zoo.compare import Entry, periodic_fid_sets, step_seconds
+    def sets_for(*sets, n=10000, points=8):
+        cfg = model_config("toy", sets=MNIST_SETS + list(sets))
+        return periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), sets, points, 500, n, echo=lambda m: None)
+    assert sets_for("trainer.max_steps=40") == ["trainer.eval_every=5", "trainer.eval_n=500"]
+    assert sets_for("trainer.max_steps=40", n=300) == ["trainer.eval_every=5", "trainer.eval_n=300"]
+    assert sets_for("trainer.max_steps=3") == ["trainer.eval_every=1", "trainer.eval_n=500"]
+    assert sets_for("trainer.max_steps=40", points=0) == []                       # --fid-points 0: off
+    assert sets_for("trainer.max_steps=40", "trainer.eval_every=7") == []         # the user's own choice stands
+    assert sets_for("trainer.max_steps=40", "trainer.eval_n=64") == ["trainer.eval_every=5"]
+    # a minute budget: the step time is measured on the model itself, then the FIDs are spread over it
+    cfg = model_config("toy", sets=MNIST_SETS)
+    seconds = step_seconds(cfg, budget_seconds=0.2)
+    assert 0 < seconds < 60
+    (every,) = [s for s in sets_for("trainer.max_minutes=1", "trainer.max_steps=null") if "eval_every" in s]
+    assert int(every.split("=")[1]) >= 1
 
 
 def test_report_html_renders_in_a_headless_browser(report, tmp_path):
@@ -78,7 +272,7 @@ def test_report_html_renders_in_a_headless_browser(report, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--hide-scrollbars", "--window-size=1200,1400", f"--screenshot={shot}",
-                    (out / "report.html").as_uri()], capture_output=True, timeout=120)
+                    (out / "report.html").as_uri()], capture_output=True, timeout=120, check=False)
     assert shot.is_file(), "chromium wrote no screenshot"
     from PIL import Image
     img = Image.open(shot).convert("L")
@@ -87,4 +281,4 @@ def test_report_html_renders_in_a_headless_browser(report, tmp_path):
     dark = sum(hist[:128]) / sum(hist)
     assert 0.005 < dark < 0.6, dark
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<table id=\"leaderboard\">" in html
+    assert html.count("data:image/png;base64,") == 3 and "<table id=\"leaderboard\">" in html

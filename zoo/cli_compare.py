@@ -1,12 +1,50 @@
 """`zoo sample` and `zoo compare`: images from trained runs, and several models side by side."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import ZooError
+
+OPTION_HELP = ("A sampling option, KEY=VALUE (repeatable): any option the model declares in its sample_options "
+               "(`zoo list` shows them), e.g. --option sampler=ddim --option steps=50.")
+
+
+def option_values(items, **shortcuts) -> dict:
+    """``--option KEY=VALUE`` items plus shortcut flags (``--sampler X`` is ``--option sampler=X``) as one
+    dict; a key given both ways is an error. Values are YAML scalars; the model's declarations check them."""
+    from .config import parse_options
+    options = parse_options(items, "--option")
+    for key, (flag, value) in shortcuts.items():
+        if value is None:
+            continue
+        if key in options:
+            raise ZooError(f"{flag} and --option {key}=... both set '{key}': give it once")
+        options[key] = parse_options([f"{key}={value}"], flag)[key]
+    return options
+
+
+@contextlib.contextmanager
+def clean_warnings():
+    """Print each Python warning as one line, ``warning: <message>`` on stderr (no file, line or source),
+    and each message once, wherever in the code it was raised."""
+    import warnings
+    old = warnings.showwarning
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"warning: {text}", err=True)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -16,23 +54,38 @@ from .errors import ZooError
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="grid.png (one grid), images.npz (uint8 N,H,W,C array) or a folder (one PNG each).")
-@click.option("--sampler", help="Diffusion sampler (ddpm, ddim).")
-@click.option("--steps", type=click.IntRange(1), help="Diffusion sampling steps (e.g. 50 for DDIM).")
-@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
+@click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE", help=OPTION_HELP)
+@click.option("--sampler", help="Shortcut for --option sampler=NAME (e.g. ddpm, ddim).")
+@click.option("--steps", help="Shortcut for --option steps=N (e.g. 50 DDIM steps).")
+@click.option("--eta", help="Shortcut for --option eta=X (DDIM: 0 = deterministic).")
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--checkpoint", "ckpt", default="last.pt", show_default=True, help="Which file in checkpoints/.")
+@click.option("--checkpoint", "ckpt", default="last.pt", show_default=True,
+              help="Which file in checkpoints/ (best.pt: the best by periodic FID, where the run kept one).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
 @click.option("--device", default="auto", show_default=True)
-def sample_cmd(run_dir, n, seed, out, sampler, steps, eta, batch_size, ckpt, no_ema, device):
-    """Draw N images from a trained run (EMA weights when it has them)."""
+def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_size, ckpt, no_ema, device):
+    """Draw N images from a trained run (EMA weights when it has them).
+
+    \b
+    Options the model declares go through --option, checked before any work:
+      zoo sample runs/ddpm -n 64 --out grid.png --option sampler=ddim --option steps=50
+    """
     from . import api
-    model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
-    options = {k: v for k, v in {"sampler": sampler, "steps": steps, "eta": eta}.items() if v is not None}
-    images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty(), **options)
-    path = api.write_images(images, out)
+    from .compare import check_options
+    from .registry import registry
+    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
+                            eta=("--eta", eta))
+    cfg = api.run_config(run_dir)
+    options = check_options(registry().model(cfg.model_name).cls, cfg.model_name, options)
+    with clean_warnings():
+        model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
+        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty(),
+                                   **options)
+        path = api.write_images(images, out)
     click.echo(f"wrote {n} images to {path}")
 
 
+# --- comparing ------------------------------------------------------------------------------
 @click.command("compare")
 @click.argument("items", nargs=-1, required=True, metavar="MODEL_OR_RUN...")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder.")
@@ -41,29 +94,58 @@ def sample_cmd(run_dir, n, seed, out, sampler, steps, eta, batch_size, ckpt, no_
 @click.option("--steps", type=click.IntRange(1), help="Train each model for this many steps instead.")
 @click.option("-n", "n", type=click.IntRange(2), default=10000, show_default=True, help="Samples per model.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--extractor", default="mnist", show_default=True, help="Feature extractor (zoo list shows them).")
-@click.option("--metrics", default="fid,is,kid,prc", show_default=True)
+@click.option("--extractor", help="Feature extractor (zoo list shows them) [default: the data's: mnist for 28x28 "
+              "grayscale, else inception].")
+@click.option("--metrics", help="Comma-separated: fid, is, kid, prc, and modes where the harness measures mode "
+              "coverage [default: all of them]. fid is required (the ranking).")
 @click.option("--preset", "-p", "preset_specs", multiple=True, metavar="[MODEL=]PRESET",
               help="Preset for every model (e.g. tiny), or for one model (e.g. ddpm=small); repeatable.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override applied to every model.")
 @click.option("--reference", "references", multiple=True, metavar="SPLIT_OR_PATH",
               help="Real images to score against: holdout, a split name, or a folder/.npz "
                    "(default: each run's training images). Repeat it to add an FID column per extra reference.")
-@click.option("--sampler", help="Diffusion sampler for diffusion models (ddpm, ddim).")
-@click.option("--sample-steps", type=click.IntRange(1), help="Diffusion sampling steps.")
+@click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE",
+              help="A sampling option, passed to every compared model that declares it (repeatable; "
+                   "`zoo list` shows them); one that no compared model declares is an error.")
+@click.option("--sampler", help="Shortcut for --option sampler=NAME.")
+@click.option("--sample-steps", help="Shortcut for --option steps=N (--steps is the training budget).")
+@click.option("--fid-points", type=click.IntRange(0), default=8, show_default=True,
+              help="Cheap FIDs during each training run (its curve; the best checkpoint is ranked); 0 turns "
+                   "periodic FID off and ranks the last checkpoint.")
+@click.option("--fid-n", type=click.IntRange(2), default=500, show_default=True,
+              help="Samples per periodic FID (at most -n).")
+@click.option("--nll", is_flag=True, help="Also bits/dim of held-out images, for models with a likelihood "
+              "(— for the others).")
+@click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
 def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset_specs, sets, references,
-                sampler, sample_steps, device, title):
+                option_items, sampler, sample_steps, fid_points, fid_n, nll, nll_n, device, title):
     """Train (what is not trained yet), evaluate and rank models side by side.
 
     \b
     Items are model names (trained into OUT/runs/NAME with the same budget) or existing
-    run directories. Writes leaderboard.md/.csv/.json, samples.png, curves.png and a
-    self-contained report.html. A model that fails is listed with its error.
+    run directories. Every name, preset, --set and --option is checked before anything
+    trains. During training a cheap FID is taken --fid-points times per run; each model
+    is ranked at its best checkpoint by that FID (as StudioGAN does), and its last
+    checkpoint's FID is shown next to it. Writes leaderboard.md/.csv/.json, samples.png,
+    curves.png (FID against time for every model, one loss panel per model),
+    memorisation.png (samples next to their nearest training images) and a
+    self-contained report.html. A model that fails is listed with its error, and the
+    exit code is then 1. Runs in OUT/runs that finished are reused; interrupted ones resume.
+
+    \b
+      zoo compare ae vae gan ddpm --budget-minutes 10 --out study/
+      zoo compare vae ddpm --steps 2000 --option sampler=ddim --option steps=50 --nll --out s/
+
+    The runs live under OUT/runs, so `tensorboard --logdir OUT/runs` overlays their
+    curves (with zoo[tensorboard] installed, each run also writes RUN/tb).
     """
-    from .compare import compare
-    from .registry import registry
+    import json
+
+    from .compare import ModelsFailed, compare
+    if nll_n is not None and not nll:
+        raise ZooError("--nll-n applies to the likelihood: add --nll")
     preset, presets = None, {}
     for spec in preset_specs:
         name, sep, value = spec.rpartition("=")
@@ -73,12 +155,18 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
             presets[name] = value
         else:
             preset = value
-    opts = {k: v for k, v in {"sampler": sampler, "steps": sample_steps}.items() if v is not None}
-    sample_options = {name: opts for name, e in registry().models.items() if e.family == "diffusion"} if opts else None
-    files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
-                    metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), preset=preset, sets=sets,
-                    device=device, sample_options=sample_options, title=title, presets=presets,
-                    reference=references[0] if references else None, extra_references=references[1:],
-                    echo=lambda m: click.echo(m, err=True))
+    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--sample-steps", sample_steps))
+    echo = lambda m: click.echo(m, err=True)
+    with clean_warnings():
+        files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
+                        metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",") if m.strip()),
+                        preset=preset, sets=sets, device=device, options=options, title=title, presets=presets,
+                        reference=references[0] if references else None, extra_references=references[1:],
+                        nll=nll, nll_n=nll_n, fid_points=fid_points, fid_n=fid_n, echo=echo)
     click.echo((Path(files["md"])).read_text().split("![samples]")[0].rstrip())
     click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
+    rows = json.loads(Path(files["json"]).read_text())["rows"]
+    failed = [r["model"] for r in rows if r.get("error")]
+    if failed:
+        raise ModelsFailed(f"{len(failed)} of {len(rows)} models failed ({', '.join(failed)}): their errors are in "
+                           f"{files['md']}")

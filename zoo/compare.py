@@ -1,117 +1,477 @@
 """`zoo compare`: train several models under one budget, score them the same way, write a leaderboard.
 
-Outputs in ``--out``: ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.json``, ``samples.png`` (one
-grid per model, side by side), ``curves.png`` (training loss, and FID where logged, against time) and
-``report.html`` (all of it in one self-contained page). A model that fails is a row with its error.
+Three stages, in this order:
+
+1. **Plan** (:func:`plan`) -- every item is checked before anything trains: model names (with a
+   did-you-mean), presets, ``--set`` overrides and the budget (the model's full config is resolved),
+   run directories, sampling options (each goes to the models that declare it), the extractor, the
+   metrics and the references. A typo costs nothing.
+2. **Train** (:func:`train_all`) -- each model trains into ``OUT/runs/NAME`` with the same budget and,
+   by default, a cheap periodic FID (``trainer.eval_every`` / ``trainer.eval_n``, about
+   ``fid_points`` evaluations per run), so the trainer keeps ``checkpoints/best.pt`` by FID and the
+   FID-against-time curve is filled for every model. A line is printed as each model starts and ends,
+   with an ETA. Runs already finished in ``OUT/runs`` are reused; interrupted ones are resumed.
+3. **Score** (:func:`score_all`) -- each model is ranked at its best-by-FID checkpoint (as StudioGAN
+   does) and its last checkpoint's FID is reported next to it; likelihood (``--nll``) and mode
+   coverage come from the evaluation harness where it provides them; a few samples are matched to
+   their nearest training images in the extractor's feature space (a memorisation check).
+
+A model that fails is a row with its error; the others are still ranked, and the files are written.
+The files themselves (leaderboard.md/.csv/.json, samples.png, curves.png, memorisation.png,
+report.html) come from :mod:`zoo.compare_report`. Runs live under ``OUT/runs``, so
+``tensorboard --logdir OUT/runs`` overlays them when the trainer writes TensorBoard logs.
 """
 from __future__ import annotations
 
-import base64
-import csv
-import html
+import copy
+import inspect
 import json
 import math
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .errors import ZooError
+from .errors import ZooError, did_you_mean
 
-COLUMNS = ["model", "fid", "is_mean", "kid_mean", "precision", "recall", "params", "steps", "train_seconds",
-           "sample_seconds_per_1000", "error"]
+DEFAULT_METRICS = ("fid", "is", "kid", "prc")
+FID_POINTS = 8          # periodic FID evaluations per run (about)
+FID_N = 500             # samples per periodic FID (>= 2 x the mnist extractor's 128 features)
+NEAREST_SHOWN = 8       # samples per model in the memorisation check
+PROBE_SECONDS = 3.0     # time spent measuring a model's step time, for a minute budget's FID schedule
+MARKER = "compare.json"  # in each run compare trains: the settings it trained with, and whether it finished
 
 
-def _is_run(item: str) -> bool:
+class ModelsFailed(ZooError):
+    """Some models failed; the leaderboard was written anyway (exit code 1)."""
+    exit_code = 1
+
+
+class Interrupted(ZooError):
+    """Ctrl-C or SIGTERM while a model trained: its checkpoint is saved; the same command continues."""
+    exit_code = 130
+
+
+@dataclass
+class Entry:
+    """One item of the comparison, checked and resolved."""
+    label: str                  # its row in the leaderboard
+    model: str                  # the registered model name
+    run: Path                   # the run directory (existing, or to be trained into)
+    cfg: object                 # the resolved config it trains with, or the run's own
+    action: str                 # train | resume | reuse (OUT/runs/NAME) | run (a run directory given by the user)
+    preset: str | None = None
+    options: dict = field(default_factory=dict)   # its checked sampling options
+    settings: dict = field(default_factory=dict)  # what it is trained with (recorded in OUT/runs/NAME/compare.json)
+
+
+# --- 1. plan: check everything before any work --------------------------------------------------
+def _is_run(item) -> bool:
     return (Path(item) / "config.yaml").is_file()
 
 
-def train_all(items, out: Path, budget_minutes=None, steps=None, preset=None, sets=(), quiet=True,
-              echo=print, presets=None) -> dict[str, dict]:
-    """Train each model name (runs are reused) with the same budget; returns {label: {run|error}}.
-    ``preset`` applies to every model, ``presets`` ({name: preset}) to the models it names."""
-    from . import api
-    results: dict[str, dict] = {}
-    budget = []
+def harness_metrics() -> tuple[str, ...]:
+    """The metrics this zoo's evaluation harness knows (``modes`` where it measures mode coverage)."""
+    from .evaluate import METRICS
+    return tuple(METRICS)
+
+
+def harness_measures_likelihood() -> bool:
+    """Whether :func:`zoo.evaluate.evaluate` takes ``nll=True`` (bits/dim of held-out images)."""
+    from .evaluate import evaluate
+    return "nll" in inspect.signature(evaluate).parameters
+
+
+def default_metrics() -> tuple[str, ...]:
+    """FID, IS, KID, precision/recall, and mode coverage where the harness measures it."""
+    return DEFAULT_METRICS + (("modes",) if "modes" in harness_metrics() else ())
+
+
+def budget_sets(budget_minutes=None, steps=None) -> list[str]:
+    sets = []
     if budget_minutes is not None:
-        budget += [f"trainer.max_minutes={budget_minutes}", "trainer.max_steps=null"]
+        sets += [f"trainer.max_minutes={budget_minutes}", "trainer.max_steps=null"]
     if steps is not None:
-        budget += [f"trainer.max_steps={steps}"]
+        sets += [f"trainer.max_steps={steps}"]
+    return sets
+
+
+def check_options(cls, name: str, options: dict, source: str = "sampling options") -> dict:
+    """``options`` checked against model ``name``'s declared ``sample_options`` (one-line ZooError)."""
+    from .contract import check_sample_options
+    if "name" in inspect.signature(check_sample_options).parameters:
+        return check_sample_options(cls, options, source=source, name=name)
+    declared = getattr(cls, "sample_options", {}) or {}
+    unknown = [k for k in options if k not in declared]
+    if unknown:
+        raise ZooError(f"model '{name}' has no sampling option '{unknown[0]}'{did_you_mean(unknown[0], declared)} "
+                       f"(its options: {', '.join(sorted(declared)) or 'none'}; `zoo list` describes them)")
+    return check_sample_options(cls, options, source=source)
+
+
+def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None, steps=None, options=None,
+         sample_options=None, extractor=None, metrics=None, reference=None, extra_references=(), nll=False,
+         fid_points=FID_POINTS, fid_n=FID_N) -> list[Entry]:
+    """Check and resolve every item before anything trains; returns one :class:`Entry` per item.
+
+    ``options``: sampling options for every model that declares them (an option no compared model
+    declares is an error); ``sample_options``: ``{label or model name: {option: value}}`` for one model.
+    """
+    from . import api
+    from .evaluate import parse_metrics, reference_for_config
+    from .registry import complete_data_config, model_config, registry
+    reg = registry()
+    items = list(items)
+    if not items:
+        raise ZooError("name at least one model or run directory to compare (e.g. zoo compare vae gan)")
+    presets = dict(presets or {})
+    stray = sorted(set(presets) - set(items))
+    if stray:
+        raise ZooError(f"preset given for {', '.join(stray)}, which is not among the models compared "
+                       f"({', '.join(items)})")
+    out = Path(out)
+    budget = budget_sets(budget_minutes, steps)
+    entries: list[Entry] = []
     for item in items:
-        label = Path(item).name if _is_run(item) else item
         if _is_run(item):
-            results[label] = {"run": Path(item)}
+            run = Path(item)
+            if item in presets:
+                raise ZooError(f"--preset {item}=...: '{item}' is a trained run; presets apply to models trained here")
+            cfg = api.run_config(run)
+            reg.model(cfg.model_name)
+            if not (run / "checkpoints" / "last.pt").is_file():
+                raise ZooError(f"run '{run}' has no checkpoints/last.pt yet: finish it first "
+                               f"(zoo train --resume --out {run}) or leave it out")
+            entries.append(Entry(run.name, cfg.model_name, run, cfg, "run"))
             continue
-        run_dir = out / "runs" / item
+        if "/" in item or Path(item).exists():
+            raise ZooError(f"'{item}' is not a zoo run directory (no config.yaml) -- give a model name "
+                           f"(`zoo list`) or a run directory")
+        reg.model(item)  # unknown name: one line with a did-you-mean, before anything trains
+        chosen = presets.get(item, preset)
+        cfg = model_config(item, preset=chosen, sets=list(sets) + budget)
+        complete_data_config(cfg)
+        reg.dataset(cfg.data.name)
+        run = out / "runs" / item
+        settings = {"model": item, "preset": chosen, "sets": list(sets) + budget,
+                    "fid_points": fid_points, "fid_n": fid_n}
+        entries.append(Entry(item, item, run, cfg, _action(run, settings), chosen, settings=settings))
+    seen: dict[str, str] = {}
+    for e, item in zip(entries, items):
+        if e.label in seen:
+            raise ZooError(f"'{seen[e.label]}' and '{item}' would both be the leaderboard row '{e.label}': "
+                           f"compare each model once (rename a run directory to compare two runs of one model)")
+        seen[e.label] = item
+    _assign_options(entries, options or {}, sample_options or {})
+    if extractor is not None:
+        reg.extractor(extractor)
+    chosen_metrics = parse_metrics(metrics if metrics is not None else default_metrics())
+    if "fid" not in chosen_metrics:
+        raise ZooError("zoo compare ranks by FID: keep fid in --metrics")
+    specs = [reference, *extra_references]
+    if "last" in extra_references:
+        raise ZooError("--reference last: name the folder ./last (the column fid_last is the last checkpoint's FID)")
+    for e in entries:
+        for spec in specs:
+            reference_for_config(e.cfg, spec)
+    if nll and not harness_measures_likelihood():
+        raise ZooError("--nll: this zoo's evaluation harness does not measure likelihood (zoo.evaluate.evaluate "
+                       "takes no nll); update zoo, or leave --nll out")
+    if fid_points < 0 or fid_n < 2:
+        raise ZooError(f"periodic FID needs --fid-points >= 0 and --fid-n >= 2, got {fid_points} and {fid_n}")
+    return entries
+
+
+def _action(run: Path, settings: dict) -> str:
+    """train (nothing there), reuse (finished), or resume (interrupted) -- or an error when the run in
+    OUT/runs was trained with other settings, which a silent reuse would misreport."""
+    if not (run / "checkpoints" / "last.pt").is_file():
+        return "train"
+    marker = run / MARKER
+    if not marker.is_file():
+        return "reuse"  # trained before this version of zoo compare wrote its marker
+    try:
+        recorded = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return "resume"
+    if recorded.get("settings") != settings:
+        was = recorded.get("settings") or {}
+        diff = [k for k in sorted(set(was) | set(settings)) if was.get(k) != settings.get(k)]
+        raise ZooError(f"'{run}' was trained by an earlier zoo compare with other settings "
+                       f"({', '.join(f'{k}: {was.get(k)!r} -> {settings.get(k)!r}' for k in diff)}): "
+                       f"use another --out, or delete '{run}' to retrain it")
+    return "reuse" if recorded.get("status") == "finished" else "resume"
+
+
+def _assign_options(entries: list[Entry], options: dict, per_model: dict) -> None:
+    """Each option goes to the models that declare it (``family`` plays no part); checked now."""
+    from .registry import registry
+    declared = {e.label: dict(registry().model(e.model).cls.sample_options or {}) for e in entries}
+    for key in options:
+        if not any(key in d for d in declared.values()):
+            every = sorted({k for d in declared.values() for k in d})
+            listing = "; ".join(f"{label}: {', '.join(sorted(d)) or 'none'}" for label, d in declared.items())
+            raise ZooError(f"no model compared declares the sampling option '{key}'{did_you_mean(key, every)} "
+                           f"(declared -- {listing})")
+    for e in entries:
+        mine = {k: v for k, v in options.items() if k in declared[e.label]}
+        mine.update(per_model.get(e.label) or per_model.get(e.model) or {})
+        e.options = check_options(registry().model(e.model).cls, e.model, mine)
+
+
+# --- 2. train ------------------------------------------------------------------------------------
+def step_seconds(cfg, budget_seconds: float = PROBE_SECONDS, max_steps: int = 5) -> float:
+    """Seconds per training step of ``cfg``'s model, measured on random inputs of its shape (a warm-up
+    step, then up to ``max_steps`` steps or ``budget_seconds``). It leaves out data preparation, EMA and
+    logging, so it errs fast: used only to spread the periodic FID over a minute budget."""
+    from .device import autocast, resolve_device, resolve_precision
+    from .registry import create_model
+    device = resolve_device(str(cfg.trainer.device))
+    amp = resolve_precision(str(cfg.trainer.precision), device)
+    model = create_model(cfg.model_name, copy.deepcopy(cfg)).to(device).train()
+    optimizers = model.configure_optimizers()
+    phases = [(str(p), int(r)) for p, r in model.phases()]
+    lo, hi = model.data_range
+    x = torch.rand(int(cfg.trainer.batch_size), *model.image_shape, device=device) * (hi - lo) + lo
+
+    def one_step():
+        for name, repeats in phases:
+            for _ in range(repeats):
+                optimizers[name].zero_grad(set_to_none=True)
+                with autocast(device, amp):
+                    loss = model.training_loss(x, name)["loss"]
+                loss.float().backward()
+                optimizers[name].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one_step()
+    t0, n = time.perf_counter(), 0
+    while n < max_steps and (n == 0 or time.perf_counter() - t0 < budget_seconds):
+        one_step()
+        n += 1
+    return (time.perf_counter() - t0) / n  # the model goes with this frame; its memory returns to torch's cache
+
+
+def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=print) -> list[str]:
+    """``trainer.eval_every`` / ``trainer.eval_n`` for about ``fid_points`` cheap FIDs over the run
+    (none when ``fid_points`` is 0, or when ``--set`` chose them)."""
+    from .config import parse_set
+    mine = parse_set(sets).get("trainer", {})
+    if not fid_points or "eval_every" in mine:
+        return []
+    t = e.cfg.trainer
+    if t.max_steps is not None:
+        planned, how = int(t.max_steps), ""
+    elif t.max_minutes is not None:
+        per_step = step_seconds(e.cfg)
+        planned, how = max(1, int(float(t.max_minutes) * 60 / per_step)), f" (about {per_step * 1e3:.3g} ms a step)"
+    else:
+        return []  # an epoch budget: the run's own eval settings apply
+    every = max(1, round(planned / fid_points))
+    eval_n = int(mine.get("eval_n", min(fid_n, n)))
+    echo(f"[compare] {e.label}: FID of {eval_n} samples every {every} steps{how}")
+    return [f"trainer.eval_every={every}"] + ([] if "eval_n" in mine else [f"trainer.eval_n={eval_n}"])
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10000, fid_points=FID_POINTS,
+              fid_n=FID_N, quiet=True, echo=print) -> dict[str, str]:
+    """Train (or resume) the entries that need it, one after the other; returns ``{label: error}`` for
+    those that failed. Prints a line as each starts and ends, with the time left for the rest."""
+    from . import api
+    errors: dict[str, str] = {}
+    todo = [e for e in entries if e.action in ("train", "resume")]
+    for e in entries:
+        if e.action == "reuse":
+            echo(f"[compare] {e.label}: already trained in {e.run}")
+    walls: list[float] = []
+    for i, e in enumerate(todo, 1):
+        left = len(todo) - i + 1
+        eta = _eta(walls, left, budget_minutes)
+        echo(f"[compare] {e.label} ({i}/{len(todo)}): {'resuming' if e.action == 'resume' else 'training'} "
+             f"into {e.run}" + (f" -- about {eta} left for {'it' if left == 1 else f'these {left}'}" if eta else ""))
+        t0 = time.time()
         try:
-            if (run_dir / "checkpoints" / "last.pt").is_file():
-                echo(f"[compare] {item}: already trained in {run_dir}")
+            extra = periodic_fid_sets(e, sets, fid_points, fid_n, n, echo) if e.action == "train" else []
+            _mark(e, "training")
+            if e.action == "resume":
+                result = api.train(resume=True, out=e.run, sets=list(e.settings["sets"]), quiet=quiet)
             else:
-                echo(f"[compare] training {item} ...")
-                api.train(item, preset=(presets or {}).get(item, preset), sets=list(sets) + budget, out=run_dir,
-                          force=True, quiet=quiet)
-            results[label] = {"run": run_dir}
-        except Exception as e:  # noqa: BLE001 - one failing model never stops the comparison
-            results[label] = {"error": _one_line(e)}
-            echo(f"[compare] {item} failed: {results[label]['error']}")
-    return results
+                result = api.train(e.model, preset=e.preset, sets=list(e.settings["sets"]) + extra, out=e.run,
+                                   force=True, quiet=quiet)
+        except Exception as ex:  # noqa: BLE001 - one failing model never stops the comparison
+            errors[e.label] = _one_line(ex)
+            walls.append(time.time() - t0)
+            echo(f"[compare] {e.label} ({i}/{len(todo)}) failed after {_duration(walls[-1])}: {errors[e.label]}")
+            continue
+        walls.append(time.time() - t0)
+        if getattr(result, "status", "finished") == "interrupted":
+            raise Interrupted(f"interrupted while training {e.label}: run the same command again to continue "
+                              f"({e.label} resumes from its checkpoint, finished runs are reused)")
+        _mark(e, "finished")
+        eta = _eta(walls, len(todo) - i, budget_minutes)
+        echo(f"[compare] {e.label} ({i}/{len(todo)}): trained {result.step} steps in {_duration(walls[-1])}"
+             + (f"; about {eta} left for {len(todo) - i} more" if eta else ""))
+    return errors
+
+
+def _eta(walls: list[float], left: int, budget_minutes) -> str | None:
+    """Time the ``left`` remaining trainings take: the mean wall clock so far, else the minute budget."""
+    if left <= 0:
+        return None
+    if walls:
+        return _duration(sum(walls) / len(walls) * left)
+    if budget_minutes is not None:
+        return _duration(float(budget_minutes) * 60 * left) + " of training"
+    return None
+
+
+def _mark(e: Entry, status: str) -> None:
+    e.run.mkdir(parents=True, exist_ok=True)
+    (e.run / MARKER).write_text(json.dumps({"settings": e.settings, "status": status}, indent=2) + "\n")
 
 
 def _one_line(e: BaseException) -> str:
+    if isinstance(e, ZooError):
+        return str(e)
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300] if not isinstance(e, ZooError) else str(e)
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def score_all(results: dict, n: int, seed: int, extractor: str, metrics, device: str = "auto", echo=print,
-              sample_options=None, reference=None, extra_references=()) -> list[dict]:
-    """Sample ``n`` images from every run and score them against ``reference`` (see
-    :func:`zoo.evaluate.reference_for_config`; default: each run's training images). Each of
-    ``extra_references`` adds a column ``fid_<reference>`` (FID of the same samples against it)."""
-    from . import api
-    from .evaluate import evaluate_images, reference_for_config
+# --- 3. score ------------------------------------------------------------------------------------
+def score_all(entries: list[Entry], errors: dict, *, n: int, seed: int, extractor=None, metrics=None,
+              device: str = "auto", reference=None, extra_references=(), nll: bool = False, nll_n=None,
+              score_last: bool = True, echo=print) -> list[dict]:
+    """One row per entry: the best-by-FID checkpoint's scores (every metric), the last checkpoint's FID,
+    likelihood and mode coverage where the harness gives them, and the memorisation check. Rows are
+    sorted by FID; failures last."""
     rows = []
-    for label, r in results.items():
-        row = {"model": label, "error": r.get("error", "")}
-        if "run" in r:
+    for i, e in enumerate(entries, 1):
+        row = {"model": e.label, "error": errors.get(e.label, ""), "sample_options": dict(e.options)}
+        if not row["error"]:
+            t0 = time.time()
             try:
-                model = api.load_run(r["run"], device=api.pick_device(device))
-                cfg = model.cfg
-                row["params"] = sum(p.numel() for p in model.parameters())
-                row["steps"] = getattr(model, "step", None)
-                meta = _last_metrics(r["run"])
-                row["train_seconds"] = round(meta.get("time", float("nan")), 1)
-                opts = dict((sample_options or {}).get(cfg.model_name, {}))
-                t0 = time.perf_counter()
-                images = api.sample_images(model, n, seed=seed, **opts)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                row["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
-                echo(f"[compare] scoring {label} ({n} samples)")
-                scores = evaluate_images(images, reference_for_config(cfg, reference), extractor=extractor,
-                                         metrics=metrics)
-                row.update({k: scores.get(k) for k in ("fid", "is_mean", "is_std", "kid_mean", "kid_std",
-                                                       "precision", "recall")})
-                row["_reference"] = scores["reference"]
-                for spec in extra_references:
-                    extra = evaluate_images(images, reference_for_config(cfg, spec), extractor=extractor,
-                                            metrics=("fid",))
-                    row[f"fid_{spec}"] = extra["fid"]
-                    row[f"_reference_{spec}"] = extra["reference"]
-                row["_grid"] = images[:64]
-                row["_run"] = str(r["run"])
-            except Exception as e:  # noqa: BLE001
-                row["error"] = _one_line(e)
+                _score(e, row, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
+                       reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                       score_last=score_last, echo=echo)
+                last = f", last {row['fid_last']:.2f}" if row.get("fid_last") is not None and \
+                    row.get("best_step") is not None else ""
+                echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row['fid']:.2f}{last} "
+                     f"(scored in {_duration(time.time() - t0)})")
+            except Exception as ex:  # noqa: BLE001
+                row["error"] = _one_line(ex)
                 row["_trace"] = traceback.format_exc()
-                echo(f"[compare] scoring {label} failed: {row['error']}")
+                echo(f"[compare] scoring {e.label} failed: {row['error']}")
         rows.append(row)
     rows.sort(key=lambda r: (r.get("fid") is None, r.get("fid") if r.get("fid") is not None else math.inf))
     return rows
 
 
-def _last_metrics(run_dir) -> dict:
+def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, reference, extra_references, nll, nll_n,
+           score_last, echo) -> None:
+    from . import api
+    from .evaluate import evaluate_images, reference_for_config
+    dev = api.pick_device(device)
+    last = _load(e.run, "last.pt", dev)
+    cfg = last.cfg
+    ranked, best = last, None
+    if (e.run / "checkpoints" / "best.pt").is_file():
+        best = _load(e.run, "best.pt", dev)
+        if best.step != last.step:
+            finish_training(best)
+            ranked = best
+        row["best_step"] = best.step
+    row["params"] = sum(p.numel() for p in last.parameters())
+    row["steps"] = last.step
+    meta = _metrics_log(e.run)
+    row["train_seconds"] = round(meta["time"], 1) if meta.get("time") is not None else None
+    row["fid_curve"] = meta["fid"]
+    which = f"best checkpoint (step {ranked.step})" + (f" and last (step {last.step})" if score_last else "") \
+        if ranked is not last else \
+        f"last checkpoint (step {last.step}{', also the best by FID' if best is not None else ''})"
+    echo(f"[compare] scoring {e.label}: {which}, {n} samples each")
+    ref = reference_for_config(cfg, reference)
+    chosen = tuple(metrics) if metrics is not None else default_metrics()
+    t0 = time.perf_counter()
+    images = api.sample_images(ranked, n, seed=seed, **e.options)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    row["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
+    scores = evaluate_images(images, ref, extractor=extractor, metrics=chosen, seed=seed, device=dev)
+    row.update({k: v for k, v in scores.items() if k in SCORE_KEYS})
+    row["_extractor"] = scores.get("extractor")
+    row["_reference"] = scores["reference"]
+    for spec in extra_references:
+        extra = evaluate_images(images, reference_for_config(cfg, spec), extractor=extractor, metrics=("fid",),
+                                seed=seed, device=dev)
+        row[f"fid_{spec}"] = extra["fid"]
+        row[f"_reference_{spec}"] = extra["reference"]
+    if ranked is not last and score_last:
+        last_images = api.sample_images(last, n, seed=seed, **e.options)
+        row["fid_last"] = evaluate_images(last_images, ref, extractor=extractor, metrics=("fid",), seed=seed,
+                                          device=dev)["fid"]
+    else:
+        row["fid_last"] = row["fid"] if ranked is last else None
+    if nll:
+        from .evaluate import evaluate
+        got = evaluate(ranked, None, metrics=(), nll=True, nll_n=nll_n, seed=seed)
+        row.update({k: got.get(k) for k in ("bits_per_dim", "bits_per_dim_bound", "nll_n", "nll_seconds")})
+    row["_grid"] = images[:64]
+    row["_run"] = str(e.run)
+    try:
+        from .memorisation import nearest_training_images
+        row["_nearest"] = nearest_training_images(images[:NEAREST_SHOWN], cfg, extractor=extractor, device=dev)
+        row["nearest"] = {k: row["_nearest"][k] for k in ("indices", "distances", "typical_distance", "searched")}
+    except Exception as ex:  # noqa: BLE001 - the check is extra: its failure never costs the row
+        echo(f"[compare] {e.label}: memorisation check failed: {_one_line(ex)}")
+
+
+def _load(run: Path, name: str, device):
+    """A run's checkpoint ``name``; an unreadable file is a one-line error naming it."""
+    from . import api
+    try:
+        return api.load_run(run, checkpoint_name=name, device=device)
+    except ZooError:
+        raise
+    except Exception as ex:  # noqa: BLE001 - a truncated or foreign file: say which
+        raise ZooError(f"{run / 'checkpoints' / name} could not be loaded ({_one_line(ex)})") from None
+
+
+# Result keys of the harness a leaderboard row takes (PLAN.md's shared names; missing ones stay None).
+SCORE_KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "modes", "class_kl",
+              "mean_confidence", "bits_per_dim", "bits_per_dim_bound")
+
+
+def finish_training(model) -> None:
+    """Run ``after_training`` on a checkpoint saved mid-run (``best.pt``), as the trainer does for the last
+    one: a model that fits something once training ends (the AE's latent density) samples as a finished
+    model. Nothing happens for models that do not override it."""
+    from .contract import ZooModel
+    from .data import load_images, to_model_input
+    if type(model).after_training is ZooModel.after_training:
+        return
+    cfg = model.cfg
+    data = load_images(cfg.data, "train")
+    size, channels, bs = int(cfg.data.image_size), int(cfg.data.channels), int(cfg.trainer.batch_size)
+
+    def one_pass():
+        for i in range(0, len(data), bs):
+            yield to_model_input(data[i:i + bs], size, channels, model.data_range, cfg.data.resize).to(model.device)
+    with torch.no_grad():
+        model.after_training(one_pass())
+
+
+def _metrics_log(run_dir) -> dict:
+    """The last logged training time and the periodic FIDs ``[[step, seconds, fid], ...]`` of a run."""
     path = Path(run_dir) / "metrics.jsonl"
-    last = {}
+    out: dict = {"time": None, "fid": []}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -119,177 +479,60 @@ def _last_metrics(run_dir) -> dict:
             except json.JSONDecodeError:
                 continue
             if "time" in row:
-                last["time"] = row["time"]
-    return last
+                out["time"] = row["time"]
+            if isinstance(row.get("fid"), (int, float)):
+                out["fid"].append([row.get("step"), row.get("time"), row["fid"]])
+    return out
 
 
-def _fmt(v, digits=3) -> str:
-    if v is None or v == "":
-        return "-"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}"
-    if isinstance(v, int) and v >= 100_000:
-        return f"{v / 1e6:.2f}M"
-    if isinstance(v, int) and v >= 10_000:
-        return f"{v / 1e3:.0f}k"
-    return str(v)
+# --- all of it ------------------------------------------------------------------------------------
+def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, extractor=None, metrics=None,
+            preset=None, sets=(), device="auto", options=None, sample_options=None, title="zoo comparison",
+            echo=print, quiet=True, presets=None, reference=None, extra_references=(), nll=False, nll_n=None,
+            fid_points=FID_POINTS, fid_n=FID_N, score_last=True) -> dict[str, Path]:
+    """Check every item, train what is not trained yet, evaluate and report. Returns the report files.
 
-
-def _columns(rows) -> list[str]:
-    """COLUMNS with the extra-reference FID columns (``fid_<reference>``) after ``fid``."""
-    extra = sorted({k for r in rows for k in r if k.startswith("fid_")})
-    return COLUMNS[:2] + extra + COLUMNS[2:]
-
-
-def write_reports(rows: list[dict], out: Path, title: str, context: dict) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    columns = _columns(rows)
-    extra = [c for c in columns if c.startswith("fid_")]
-    public = [{k: r.get(k) for k in columns} for r in rows]
-    (out / "leaderboard.json").write_text(json.dumps({"context": context, "rows": public}, indent=2) + "\n")
-    with open(out / "leaderboard.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(public)
-    header = _header(extra)
-    lines = [f"# {title}", "", *[f"- {k}: {v}" for k, v in context.items()], "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, r in enumerate(public, 1):
-        cells = _cells(i, r, extra)
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    lines += ["", "![samples](samples.png)", "", "![curves](curves.png)", ""]
-    (out / "leaderboard.md").write_text("\n".join(lines))
-    samples_png, curves_png = out / "samples.png", out / "curves.png"
-    _samples_figure(rows, samples_png)
-    _curves_figure(rows, curves_png)
-    _html(public, context, title, samples_png, curves_png, out / "report.html", extra)
-    return {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json",
-            "samples": samples_png, "curves": curves_png, "html": out / "report.html"}
-
-
-def _samples_figure(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchvision.utils import make_grid
-    shown = [r for r in rows if "_grid" in r]
-    k = max(1, len(shown))
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.6), squeeze=False)
-    for ax in axes[0]:
-        ax.axis("off")
-    for ax, r in zip(axes[0], shown):
-        grid = make_grid(r["_grid"].float(), nrow=8, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).numpy().clip(0, 1), cmap="gray" if grid.shape[0] == 1 else None)
-        fid = r.get("fid")
-        ax.set_title(f"{r['model']}\nFID {fid:.2f}" if fid is not None else r["model"], fontsize=10)
-    if not shown:
-        axes[0][0].text(0.5, 0.5, "no model produced samples", ha="center", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _curves_figure(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax_loss, ax_fid) = plt.subplots(1, 2, figsize=(11, 4))
-    any_fid = False
-    for r in rows:
-        run = r.get("_run")
-        if not run or not (Path(run) / "metrics.jsonl").is_file():
-            continue
-        series: dict[str, list] = {}
-        for line in (Path(run) / "metrics.jsonl").read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for k, v in row.items():
-                if (k == "loss" or k.endswith("_loss") or k == "fid") and isinstance(v, (int, float)):
-                    series.setdefault(k, []).append((row.get("time", 0.0), v))
-        for k, pts in series.items():
-            xs, ys = zip(*pts)
-            if k == "fid":
-                any_fid = True
-                ax_fid.plot(xs, ys, marker="o", label=r["model"])
-            else:
-                ax_loss.plot(xs, ys, label=f"{r['model']} {k}" if k != "loss" else r["model"])
-    ax_loss.set(xlabel="training time (s)", ylabel="loss", title="training loss", yscale="symlog")
-    ax_fid.set(xlabel="training time (s)", ylabel="FID", title="FID during training" if any_fid else
-               "FID during training (not logged: set trainer.eval_every)")
-    for ax in (ax_loss, ax_fid):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def _header(extra) -> list[str]:
-    return ["#", "model", "FID ↓", *[f"FID vs {c[4:]} ↓" for c in extra], "IS ↑", "KID ↓", "precision ↑",
-            "recall ↑", "params", "steps", "train s", "sample s/1k", "error"]
-
-
-def _cells(i, r, extra) -> list[str]:
-    return [str(i), r["model"], _fmt(r["fid"], 2), *[_fmt(r[c], 2) for c in extra], _fmt(r["is_mean"], 2),
-            _fmt(r["kid_mean"], 4), _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["params"]), _fmt(r["steps"]),
-            _fmt(r["train_seconds"], 1), _fmt(r["sample_seconds_per_1000"], 2), r["error"] or ""]
-
-
-def _html(rows, context, title, samples_png: Path, curves_png: Path, path: Path, extra=()) -> None:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(extra))
-    body = []
-    for i, r in enumerate(rows, 1):
-        cells = _cells(i, r, extra)
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    ctx = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in context.items())
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;}}table{{border-collapse:collapse;}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right;}}td:nth-child(2){{text-align:left;}}
-img{{max-width:100%;}}</style></head>
-<body><h1>{html.escape(title)}</h1><ul>{ctx}</ul>
-<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
-<h2>Samples</h2><img id="samples" alt="samples" src="{_data_uri(samples_png)}">
-<h2>Training curves</h2><img id="curves" alt="curves" src="{_data_uri(curves_png)}">
-</body></html>
-"""
-    path.write_text(page)
-
-
-def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, extractor="mnist",
-            metrics=("fid", "is", "kid", "prc"), preset=None, sets=(), device="auto", sample_options=None,
-            title="zoo comparison", echo=print, quiet=True, presets=None, reference=None,
-            extra_references=()) -> dict[str, Path]:
-    """Train (what is not yet trained), evaluate and report. Returns the report file paths."""
-    import torch as _torch
+    ``options``: sampling options forwarded to every model that declares them; ``sample_options``:
+    ``{label or model name: {...}}`` for single models. ``fid_points``: about this many cheap periodic
+    FIDs (``fid_n`` samples each) per trained run; 0 turns them off (then the last checkpoint is ranked).
+    ``score_last=False`` skips the last checkpoint's FID when a best one is ranked (half the sampling).
+    ``nll``: also bits/dim (models with ``log_likelihood``). Rows with an ``error`` are failures; see
+    ``leaderboard.json``.
+    """
     from . import __version__
-    if not items:
-        raise ZooError("name at least one model or run directory to compare (e.g. zoo compare vae gan)")
-    stray = sorted(set(presets or {}) - set(items))
-    if stray:
-        raise ZooError(f"preset given for {', '.join(stray)}, which is not among the models compared "
-                       f"({', '.join(items)})")
+    from .compare_report import write_reports
+    extra_references = tuple(extra_references)
+    entries = plan(items, out, preset=preset, presets=presets, sets=sets, budget_minutes=budget_minutes,
+                   steps=steps, options=options, sample_options=sample_options, extractor=extractor,
+                   metrics=metrics, reference=reference, extra_references=extra_references, nll=nll,
+                   fid_points=fid_points, fid_n=fid_n)
     out = Path(out)
     t0 = time.time()
-    results = train_all(items, out, budget_minutes, steps, preset, sets, quiet=quiet, echo=echo, presets=presets)
-    rows = score_all(results, n, seed, extractor, metrics, device, echo, sample_options, reference,
-                     tuple(extra_references))
+    errors = train_all(entries, sets=sets, budget_minutes=budget_minutes, n=n, fid_points=fid_points, fid_n=fid_n,
+                       quiet=quiet, echo=echo)
+    rows = score_all(entries, errors, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
+                     reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                     score_last=score_last, echo=echo)
     refs = {"reference (FID, KID, precision/recall)": {r["_reference"] for r in rows if "_reference" in r}}
     for spec in extra_references:
         refs[f"reference of 'FID vs {spec}'"] = {r[f"_reference_{spec}"] for r in rows if f"_reference_{spec}" in r}
-    dev = _torch.cuda.get_device_name(0) if _torch.cuda.is_available() else "CPU"
-    context = {"date": time.strftime("%Y-%m-%d"), "device": dev, "torch": _torch.__version__, "zoo": __version__,
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    chosen_options = "; ".join(f"{r['model']}: " + ", ".join(f"{k}={v}" for k, v in r["sample_options"].items())
+                               for r in rows if r.get("sample_options")) or "each model's defaults"
+    context = {"date": time.strftime("%Y-%m-%d"), "device": dev, "torch": torch.__version__, "zoo": __version__,
                "budget": f"{budget_minutes} min" if budget_minutes is not None else f"{steps} steps" if steps else
                "each run's own config",
                "preset": ", ".join(filter(None, [preset, *(f"{k}: {v}" for k, v in (presets or {}).items())])) or "-",
-               "overrides": " ".join(sets) or "-",
-               "samples per model": n, "extractor": extractor, "seed": seed,
+               "overrides": " ".join(sets) or "-", "sampling options": chosen_options,
+               "samples per model": n, "extractor": ", ".join(sorted({r["_extractor"] for r in rows
+                                                                       if r.get("_extractor")})) or extractor or "-",
+               "seed": seed,
+               "checkpoint ranked": ("the best by periodic FID where a run logged one (runs trained here: "
+                                     f"{fid_points} points, {min(fid_n, n)} samples each, the data's default "
+                                     "extractor), else the last; 'FID last' is the last checkpoint's")
+               if fid_points else "the best by periodic FID where a run logged one, else the last (periodic FID "
+                                  "off for runs trained here)",
                **{k: "; ".join(sorted(v)) or "-" for k, v in refs.items()},
+               "runs": f"{out / 'runs'} (tensorboard --logdir {out / 'runs'} overlays them)",
                "wall clock": f"{time.time() - t0:.0f} s"}
     return write_reports(rows, out, title, context)
