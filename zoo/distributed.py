@@ -45,6 +45,18 @@ def setup(device_pref: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def teardown(clean: bool) -> None:
+    """Leave the process group at the end of a run. Without this, gloo's threads can still be running when
+    the interpreter exits, which aborts the process ("terminate called without an active exception").
+    ``clean``: every process got here normally, so wait for the others first (never after an error: the
+    others may not come)."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 class PhaseLoss(nn.Module):
     """``training_loss(x, phase)`` as a module whose parameters are exactly those ``params`` (the phase's
     optimizer's), for DDP. The model itself is held outside the module tree, so DDP registers its hooks

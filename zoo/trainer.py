@@ -33,6 +33,7 @@ import contextlib
 import math
 import random
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
                 raise
     finally:
         run.close()
+        distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
 class Run:
