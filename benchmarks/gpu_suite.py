@@ -390,23 +390,17 @@ def stage_train(suite: Suite, rec: dict, budget: float) -> None:
     rows = rec.setdefault("rows", [])
     rec["peak"] = suite.worker("peak", "w_peak", {"device": s.device, "size": s.matmul, "reps": s.matmul_reps}, 120)
     suite.say(f"matmul peak: {rec['peak']['tflops']:.4g} TFLOP/s ({rec['peak']['what']})")
-    flops = suite.worker("flops", "w_flops", {"device": s.device, "preset": s.preset, "sets": sets,
-                                              "peer": suite.summary["env"]["peer"].get("ok", False)}, 300)
-    rec["flops"] = flops
     peak = rec["peak"]["tflops"] * 1e12
-    zt = flops["zoo"]["trainer"]
-    variants = [("default", [])]
-    if s.compile_rows and not zt["compile"]:
-        variants.append(("compiled", ["trainer.compile=true"]))
-    for variant, extra in variants:
+
+    def train_zoo(variant: str, extra: list[str]) -> dict:
         run = suite.out / "train" / f"zoo-{variant}"
         run_sets = sets + [f"trainer.batch_size={s.batch}", f"trainer.max_steps={s.zoo_steps}",
                            f"trainer.log_every={s.log_every}", "trainer.eval_every=null", *extra]
         args = ["train", *zoo_model_args(suite), "--out", str(run), "--force", "--quiet",
                 *[f"--set={x}" for x in run_sets]]
         rc, wall, text = suite.zoo(f"train-zoo-{variant}", args, suite.give(until, 300))
-        row = {"who": "zoo", "what": f"zoo train ({variant}: {describe_trainer(zt, extra)})", "batch": s.batch,
-               "steps": s.zoo_steps, "command": "zoo " + shlex.join(args), "gflop_per_image": flops["zoo"]["train_gflop"]}
+        row = {"who": "zoo", "variant": variant, "what": f"zoo train ({variant})", "batch": s.batch,
+               "steps": s.zoo_steps, "command": "zoo " + shlex.join(args), "run": str(run.relative_to(suite.out))}
         if rc != 0:
             row["error"] = "timeout" if rc == 124 else last_error(text)
         else:
@@ -416,6 +410,21 @@ def stage_train(suite: Suite, rec: dict, budget: float) -> None:
         rows.append(row)
         suite.save()
         suite.say(f"zoo train {variant}: {row.get('images_per_s', row.get('error'))} img/s")
+        return row
+
+    default = train_zoo("default", [])
+    # FLOPs of the config that run resolved (its config.yaml): the device picks the preset, not this file
+    flops = suite.worker("flops", "w_flops", {"device": s.device, "preset": s.preset, "sets": sets,
+                                              "run": None if "error" in default else str(suite.out / default["run"]),
+                                              "peer": suite.summary["env"]["peer"].get("ok", False)}, 300)
+    rec["flops"] = flops
+    zt = flops["zoo"]["trainer"]
+    if s.compile_rows and not zt["compile"]:
+        train_zoo("compiled", ["trainer.compile=true"])
+    for row in rows:
+        extra = ["trainer.compile=true"] if row["variant"] == "compiled" else []
+        row.update(what=f"zoo train ({row['variant']}: {describe_trainer(zt, extra)})",
+                   gflop_per_image=flops["zoo"]["train_gflop"])
     env_peer = suite.summary["env"]["peer"]
     if not env_peer.get("ok"):
         rec["peer_note"] = f"peer not installed ({env_peer.get('missing')}): no peer rows"
@@ -480,7 +489,9 @@ def stage_sample(suite: Suite, rec: dict, budget: float) -> None:
     s, until = suite.sizes, time.time() + budget
     sets = suite.data_sets() + [f"trainer.device={s.device}"]
     rows = rec.setdefault("rows", [])
+    run = suite.out / "train" / "zoo-default"
     params = {"device": s.device, "preset": s.preset, "sets": sets, "n": s.sample_n, "batch": s.sample_batch,
+              "run": str(run) if (run / "config.yaml").is_file() else None,
               "ddim_steps": s.ddim_steps, "few_steps": s.few_steps, "compile": s.compile_rows}
     try:
         r = suite.worker("sample-zoo", "w_zoo_sample", params, suite.give(until, 240), rows=rows)
@@ -496,7 +507,8 @@ def stage_sample(suite: Suite, rec: dict, budget: float) -> None:
             r = suite.worker("sample-peer", "w_peer_sample",
                              {"device": s.device, "dim": flops.get("dim"), "size": rec.get("zoo", {}).get("image_size", 32),
                               "n": s.peer_sample_n, "batch": min(s.sample_batch, s.peer_sample_n),
-                              "steps": [s.ddim_steps, s.few_steps], "match_preset": s.preset, "sets": sets},
+                              "steps": [s.ddim_steps, s.few_steps], "match_preset": s.preset, "sets": sets,
+                              "run": params["run"]},
                              suite.give(until, 200), rows=rows)
             rec["peer"] = r
         except (StageFailed, TimeoutError) as e:
@@ -569,9 +581,9 @@ def stage_study(suite: Suite, rec: dict, budget: float) -> None:
     k = len(models)
     if s.study_steps:
         minutes, steps = None, s.study_steps
-    else:  # what is left, less ~45 s per model for start, final grid and checkpoint, and ~2 min to score
+    else:  # what is left, less ~30 s per model for start, final grid and checkpoint, and ~2 min to score
         steps = None
-        minutes = suite.args.study_minutes or min(s.study_max_minutes, (budget - 150 - 45 * k) / k / 60)
+        minutes = suite.args.study_minutes or min(s.study_max_minutes, (budget - 120 - 30 * k) / k / 60)
         if minutes < 0.25:
             raise Skip(f"{budget / 60:.1f} min left for {k} models: run `--stages study` in its own lease")
         minutes = round(minutes, 2)
@@ -945,6 +957,16 @@ def count_flops(fn, n: int) -> float:
     return counter.get_total_flops() / n
 
 
+def zoo_config(p: dict, extra=()):
+    """The DDPM config to measure: the one the train stage's run resolved (``p["run"]``), else the device's
+    default (``p["preset"]``, ``p["sets"]``); ``extra`` overrides on top."""
+    import zoo
+    from zoo.api import run_config
+    if p.get("run"):
+        return run_config(p["run"], sets=[f"trainer.device={p['device']}", *extra])
+    return zoo.model_config("ddpm", preset=p["preset"], sets=[*p["sets"], *extra])
+
+
 def peer_unet(dim: int):
     from denoising_diffusion_pytorch import Unet
     return Unet(int(dim), dim_mults=(1, 2, 4), channels=1)
@@ -954,7 +976,7 @@ def w_flops(p: dict) -> dict:
     import torch
     import zoo
     dev = torch.device(p["device"])
-    cfg = zoo.model_config("ddpm", preset=p["preset"], sets=p["sets"])
+    cfg = zoo_config(p)
     torch.manual_seed(0)
     model = zoo.create_model("ddpm", cfg).to(dev)
     n, size = 2, int(cfg.data.image_size)
@@ -1070,7 +1092,7 @@ def w_zoo_sample(p: dict) -> dict:
         torch.backends.cudnn.benchmark = True
     out = {"note": None}
     for compiled in ([False, True] if p["compile"] else [False]):
-        cfg = zoo.model_config("ddpm", preset=p["preset"], sets=p["sets"] + [f"model.compile_sampler={str(compiled).lower()}"])
+        cfg = zoo_config(p, [f"model.compile_sampler={str(compiled).lower()}"])
         torch.manual_seed(0)
         model = zoo.create_model("ddpm", cfg).to(dev).eval()
         if dev.type == "cuda":
@@ -1105,7 +1127,8 @@ def w_peer_sample(p: dict) -> dict:
         torch.backends.cudnn.benchmark = True
     dim = p["dim"]
     if dim is None:  # the train stage did not run: match FLOPs here
-        dim = w_flops({"device": p["device"], "preset": p["match_preset"], "sets": p["sets"], "peer": True})["peer"]["dim"]
+        dim = w_flops({"device": p["device"], "preset": p["match_preset"], "sets": p["sets"], "run": p["run"],
+                       "peer": True})["peer"]["dim"]
     torch.manual_seed(0)
     unet = peer_unet(dim).to(dev).eval()
     size, n, batch = int(p["size"]), int(p["n"]), int(p["batch"])
@@ -1196,6 +1219,8 @@ def launch(args, argv: list[str]) -> int:
         print(f"STILL RUNNING (pid {pid}, {status}): issue the same command again now (the machine is kept for "
               f"30 s after a call)", flush=True)
         return 0
+    if (out / "summary.md").is_file():
+        print((out / "summary.md").read_text(), flush=True)
     print(f"FINISHED: {status}", flush=True)
     return 0 if status.startswith("finished ") else 1
 
