@@ -467,7 +467,8 @@ def stage_train(suite: Suite, rec: dict, budget: float) -> None:
         "meets_x_peer": None if not (best and trainer) else best["x_peer_trainer"] >= TARGETS["train_vs_peer_trainer"],
         "meets_mfu": None if not best or best.get("mfu") is None else best["mfu"] >= TARGETS["train_mfu"]}
     if not best:
-        raise StageFailed("no zoo training row finished: " + "; ".join(r.get("error", "") for r in rows if r["who"] == "zoo"))
+        errors = "; ".join(r.get("error", "") for r in rows if r["who"] == "zoo")
+        raise StageFailed(f"no zoo training row finished: {errors}")
 
 
 def describe_trainer(t: dict, extra: list[str]) -> str:
@@ -505,7 +506,8 @@ def stage_sample(suite: Suite, rec: dict, budget: float) -> None:
     else:
         try:
             r = suite.worker("sample-peer", "w_peer_sample",
-                             {"device": s.device, "dim": flops.get("dim"), "size": rec.get("zoo", {}).get("image_size", 32),
+                             {"device": s.device, "dim": flops.get("dim"),
+                              "size": rec.get("zoo", {}).get("image_size", 32),
                               "n": s.peer_sample_n, "batch": min(s.sample_batch, s.peer_sample_n),
                               "steps": [s.ddim_steps, s.few_steps], "match_preset": s.preset, "sets": sets,
                               "run": params["run"]},
@@ -513,7 +515,8 @@ def stage_sample(suite: Suite, rec: dict, budget: float) -> None:
             rec["peer"] = r
         except (StageFailed, TimeoutError) as e:
             rec["peer_error"] = str(e)
-    ddim = [r for r in rows if r.get("who") == "zoo" and r.get("sampler") == f"ddim-{s.ddim_steps}" and r.get("images_per_s")]
+    ddim = [r for r in rows
+            if r.get("who") == "zoo" and r.get("sampler") == f"ddim-{s.ddim_steps}" and r.get("images_per_s")]
     peer = next((r for r in rows if r.get("who") == "peer" and r.get("sampler") == f"ddim-{s.ddim_steps}"
                  and r.get("images_per_s")), None)
     best = max(ddim, key=lambda r: r["images_per_s"], default=None)
@@ -609,15 +612,16 @@ def stage_study(suite: Suite, rec: dict, budget: float) -> None:
     rec["compare_seconds"] = round(wall, 1)
     board = study / "leaderboard.json"
     if rc != 0 or not board.is_file():
-        raise StageFailed(f"zoo compare failed: {'timeout' if rc == 124 else last_error(text)} (logs/study-compare.log)")
+        why = "timeout" if rc == 124 else last_error(text)
+        raise StageFailed(f"zoo compare failed: {why} (logs/study-compare.log)")
     rec["rows"] = json.loads(board.read_text())["rows"]
     write_study_note(suite, rec, study)
 
 
 def write_study_note(suite: Suite, rec: dict, study: Path) -> None:
     env = suite.summary["env"]
-    budget = (f"{rec['minutes_per_model']:g} min of training per model (trainer.max_minutes)" if rec["minutes_per_model"]
-              else f"{rec['steps_per_model']} steps per model (smoke)")
+    budget = (f"{rec['minutes_per_model']:g} min of training per model (trainer.max_minutes)"
+              if rec["minutes_per_model"] else f"{rec['steps_per_model']} steps per model (smoke)")
     walls = ", ".join(f"{t['model']} {t.get('wall_seconds', '-')} s" for t in rec["training"])
     lines = [f"# MNIST study on a GPU ({env.get('device_name')})", "",
              f"- command: `{suite.summary['command']}` (stage `study` of benchmarks/gpu_suite.py)",
@@ -721,7 +725,8 @@ def summary_markdown(S: dict) -> str:
     env = S.get("env") or {}
     L = [f"# zoo GPU suite ({S['mode']})", "",
          f"- command: `{S['command']}`",
-         f"- device: {env.get('device_name', '?')}; torch {env.get('torch', '?')}; CUDA {env.get('cuda_version') or '-'}; "
+         f"- device: {env.get('device_name', '?')}; torch {env.get('torch', '?')}; "
+         f"CUDA {env.get('cuda_version') or '-'}; "
          f"python {env.get('python', '?')}; zoo commit {env.get('git_commit') or 'n/a'}",
          f"- peer: {(env.get('peer') or {}).get('version') or (env.get('peer') or {}).get('missing', '?')}; "
          f"torch-fidelity {env.get('torch_fidelity', '?')}",
@@ -746,8 +751,9 @@ def summary_markdown(S: dict) -> str:
               "x per FLOP | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in tr.get("rows", []):
             L.append(f"| {r['who']} | {r['what']} | {r.get('batch', '-')} | {fmt(r.get('images_per_s'))} | "
-                     f"{fmt(r.get('wall_images_per_s'))} | {fmt(r.get('gflop_per_image'), 2)} | {gfmt(r.get('tflops'))} | "
-                     f"{pct(r.get('mfu'))} | {fmt(r.get('x_peer_trainer'), 2)} | {fmt(r.get('x_peer_trainer_per_flop'), 2)} | "
+                     f"{fmt(r.get('wall_images_per_s'))} | {fmt(r.get('gflop_per_image'), 2)} | "
+                     f"{gfmt(r.get('tflops'))} | {pct(r.get('mfu'))} | {fmt(r.get('x_peer_trainer'), 2)} | "
+                     f"{fmt(r.get('x_peer_trainer_per_flop'), 2)} | "
                      f"{r.get('error', '')} |")
         if tr.get("peer_note"):
             L.append(f"\n{tr['peer_note']}")
@@ -759,7 +765,8 @@ def summary_markdown(S: dict) -> str:
     if sa.get("rows"):
         L += ["", "## c. Sampling speed", "", "| who | what | sampler | n | batch | img/s | TFLOP/s | note |",
               "|---|---|---|---|---|---|---|---|"]
-        L += [f"| {r['who']} | {r.get('what', '')} | {r.get('sampler', '-')} | {r.get('n', '-')} | {r.get('batch', '-')} | "
+        L += [f"| {r['who']} | {r.get('what', '')} | {r.get('sampler', '-')} | {r.get('n', '-')} | "
+              f"{r.get('batch', '-')} | "
               f"{fmt(r.get('images_per_s'))} | {gfmt(r.get('tflops'))} | {r.get('error') or r.get('note', '')} |"
               for r in sa["rows"]]
         for key in ("zoo_note", "peer_note", "zoo_error", "peer_error"):
@@ -770,7 +777,8 @@ def summary_markdown(S: dict) -> str:
         L += ["", "## d. Evaluation speed", "", "| what | n | wall s (process) | s inside | sampler | FID | note |",
               "|---|---|---|---|---|---|---|"]
         L += [f"| {r['what']} | {r['n']} | {r['wall_seconds']} | {r.get('inside_seconds', '-')} | "
-              f"{r.get('sampler')}{'-' + str(r['sampling_steps']) if r.get('sampling_steps') else ''} | {fmt(r.get('fid'), 2)} | "
+              f"{r.get('sampler')}{'-' + str(r['sampling_steps']) if r.get('sampling_steps') else ''} | "
+              f"{fmt(r.get('fid'), 2)} | "
               f"{r.get('error', '')} |" for r in ev["rows"]]
     su = st["study"]
     if su.get("rows") or su.get("training"):
@@ -791,11 +799,13 @@ def headline(name: str, r: dict) -> str:
     if name == "cuda" and "collected" in r:
         return f"{r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped"
     if name == "train" and res:
-        return (f"zoo {fmt(res.get('zoo_images_per_s'))} img/s vs peer Trainer {fmt(res.get('peer_trainer_images_per_s'))}"
+        return (f"zoo {fmt(res.get('zoo_images_per_s'))} img/s vs peer Trainer "
+                f"{fmt(res.get('peer_trainer_images_per_s'))}"
                 f" = {fmt(res.get('x_peer_trainer'), 2)}x (target 5x: {yes(res.get('meets_x_peer'))}); MFU "
                 f"{pct(res.get('mfu'))} (target 6%: {yes(res.get('meets_mfu'))})")
     if name == "sample" and res:
-        return (f"DDIM zoo {fmt(res.get('zoo_ddim_images_per_s'))} img/s vs peer {fmt(res.get('peer_ddim_images_per_s'))}"
+        return (f"DDIM zoo {fmt(res.get('zoo_ddim_images_per_s'))} img/s vs peer "
+                f"{fmt(res.get('peer_ddim_images_per_s'))}"
                 f" (target 2,000: {yes(res.get('meets_target'))})")
     if name == "eval" and res:
         return (f"cold {res.get('cold_seconds')} s, warm {res.get('warm_seconds')} s "
@@ -849,7 +859,8 @@ def w_env(p: dict) -> dict:
            "platform": platform.platform()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        out.update(device_name=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+        out.update(device_name=torch.cuda.get_device_name(0),
+                   capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                    gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
                    bf16=torch.cuda.is_bf16_supported())
         try:
@@ -942,7 +953,7 @@ def w_peak(p: dict) -> dict:
             a @ b
             times.append(time.perf_counter() - t)
     sec = statistics.median(times)
-    return {"tflops": float(f"{2 * n ** 3 / sec / 1e12:.4g}"), "what": f"{str(dtype).split('.')[-1]} {n}x{n}x{n} matmul, "
+    return {"tflops": sig(2 * n ** 3 / sec / 1e12), "what": f"{str(dtype).split('.')[-1]} {n}x{n}x{n} matmul, "
             f"median of {reps} (random data)"}
 
 
@@ -1113,7 +1124,8 @@ def w_zoo_sample(p: dict) -> dict:
                 r["tflops"] = sig(r["images_per_s"] * r["network_calls_per_image"] * gflop / 1e3)
                 row = {"who": "zoo", "what": what, **r}
             except Exception as e:  # noqa: BLE001 - one sampler failing is a row, not the stage
-                row = {"who": "zoo", "what": what, "sampler": f"{sampler}-{steps}", "error": f"{type(e).__name__}: {e}"[:300]}
+                row = {"who": "zoo", "what": what, "sampler": f"{sampler}-{steps}",
+                       "error": f"{type(e).__name__}: {e}"[:300]}
             emit_row(row)
     return out
 
@@ -1190,7 +1202,8 @@ def launch(args, argv: list[str]) -> int:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    ZOO_GPU_SUITE_COMMAND=shlex.join(["python3", "benchmarks/gpu_suite.py", *argv]))
         with open(log, "ab") as f:
-            proc = subprocess.Popen(child, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(child, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # setsid: it outlives this call
         pidfile.write_text(str(proc.pid))
         pid, alive = proc.pid, True
         print(f"started the suite (pid {pid}); log: {log}", flush=True)
@@ -1300,15 +1313,16 @@ def pack(out: Path, dest: Path, limit: int = 15 * 2 ** 20) -> None:
             tar.add(out, arcname=f"gpu-{date}", filter=keep)
         if tgz.stat().st_size <= limit:
             break
-    print(f"packed {dest}: " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.2f} MiB" for p in sorted(dest.iterdir())),
-          flush=True)
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.2f} MiB" for p in sorted(dest.iterdir()))
+    print(f"packed {dest}: {sizes}", flush=True)
 
 
 # --- command line ---------------------------------------------------------------------------------------------------
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", help="results folder [benchmarks/results/gpu-<date>; --smoke: tmp/gpu-smoke]")
-    ap.add_argument("--smoke", action="store_true", help="every stage on the CPU at tiny sizes (the test suite runs it)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every stage on the CPU at tiny sizes (the test suite runs it)")
     ap.add_argument("--data", default=os.environ.get("ZOO_DATA"), help="folder with the MNIST IDX files [$ZOO_DATA]")
     ap.add_argument("--wheels", help="install every *.whl in this folder first (no network; benchmarks/GPU.md)")
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {','.join(STAGES)} [all]")
@@ -1319,7 +1333,8 @@ def parse_args(argv):
     ap.add_argument("--tests", default="tests", help="what `pytest -m cuda` runs [tests]")
     ap.add_argument("--keep-going", action="store_true", help="measure even when the CUDA tests fail")
     ap.add_argument("--detach", action="store_true", help="start the suite in its own session and return (see --wait)")
-    ap.add_argument("--wait", type=float, default=0, help="with --detach: wait this many seconds for it, printing progress")
+    ap.add_argument("--wait", type=float, default=0,
+                    help="with --detach: wait this many seconds for it, printing progress")
     ap.add_argument("--pack", help="with --detach: copy summary.md/.json, suite.log and results.tgz into this folder")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)

@@ -11,7 +11,6 @@ import tarfile
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
