@@ -605,7 +605,8 @@ def stage_study(suite: Suite, rec: dict, budget: float) -> None:
     suite.say(f"study: {k} models x {minutes or steps} {'min' if minutes else 'steps'} each")
     trained = rec.setdefault("training", [])
     for m in models:
-        params = {"model": m, "out": str(study), "minutes": minutes, "steps": steps, "preset": s.preset, "sets": sets}
+        params = {"model": m, "out": str(study), "minutes": minutes, "steps": steps, "preset": s.preset, "sets": sets,
+                  "n": s.study_n}
         try:
             r = suite.worker(f"study-train-{m}", "w_study_train", params, (minutes or 1) * 60 + 240)
         except (StageFailed, TimeoutError) as e:
@@ -614,7 +615,9 @@ def stage_study(suite: Suite, rec: dict, budget: float) -> None:
         suite.save()
         suite.say(f"study: trained {m}: {r.get('steps', r.get('error'))} steps")
     refs = suite.summary["env"]["data"]["references"]
-    args = ["compare", *models, "--out", str(study), "-n", str(s.study_n), "--device", s.device,
+    limit = ["--budget-minutes", str(minutes)] if minutes else ["--steps", str(steps)]
+    same = [*limit, *(["--preset", s.preset] if s.preset else []), *[a for x in sets for a in ("--set", x)]]
+    args = ["compare", *models, *same, "--out", str(study), "-n", str(s.study_n), "--device", s.device,
             "--title", f"MNIST study on {suite.summary['env'].get('device_name')}",
             *[a for r in refs for a in ("--reference", r)]]
     rc, wall, text = suite.zoo("study-compare", args, max(60, budget - (time.time() - suite.stage_t0)))
@@ -1177,18 +1180,22 @@ def w_peer_sample(p: dict) -> dict:
 
 
 def w_study_train(p: dict) -> dict:
-    """One family trained exactly as `zoo compare --budget-minutes M` trains it (zoo.compare.train_all)."""
-    from zoo.compare import train_all
+    """One family trained exactly as `zoo compare --budget-minutes M` trains it: compare's own plan and
+    train_all, with the settings the later `zoo compare` call repeats (so that it reuses the run)."""
+    from zoo.compare import plan, train_all
     t = time.perf_counter()
-    res = train_all([p["model"]], Path(p["out"]), budget_minutes=p["minutes"], steps=p["steps"], preset=p["preset"],
-                    sets=p["sets"], echo=lambda m: print(m, flush=True))[p["model"]]
+    entries = plan([p["model"]], Path(p["out"]), preset=p["preset"], sets=p["sets"], budget_minutes=p["minutes"],
+                   steps=p["steps"])
+    errors = train_all(entries, sets=p["sets"], budget_minutes=p["minutes"], n=p["n"],
+                       echo=lambda m: print(m, flush=True))
     out = {"model": p["model"], "wall_seconds": round(time.perf_counter() - t, 1)}
-    if "error" in res:
-        out["error"] = res["error"]
+    if p["model"] in errors:
+        out["error"] = errors[p["model"]]
         return out
-    rows = [json.loads(line) for line in (Path(res["run"]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if "step" in r]
-    out.update(run=str(res["run"]), steps=steps[-1]["step"] if steps else None,
+    run = entries[0].run
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "loss" in r]
+    out.update(run=str(run), steps=steps[-1]["step"] if steps else None,
                train_seconds=steps[-1].get("time") if steps else None)
     return out
 
