@@ -128,6 +128,15 @@ def test_a_resumed_runs_set_is_checked_against_the_declarations(tmp_path):
         run_config(tmp_path, ["trainer.max_steps=-1"])
 
 
+def test_a_run_whose_config_holds_null_for_a_nullable_key_loads(tmp_path):
+    # the cpu preset trains by time (trainer.max_steps: null); eval/sample/resume read that config.yaml back
+    (tmp_path / "config.yaml").write_text(model_config("ddpm", preset="cpu").to_yaml())
+    cfg = run_config(tmp_path)
+    assert cfg.trainer.max_steps is None and cfg.trainer.max_minutes > 0
+    with pytest.raises(ZooError, match=r"trainer.max_steps=0 \(in --set\) must be >= 1"):
+        run_config(tmp_path, ["trainer.max_steps=0"])
+
+
 def test_cli_range_errors_exit_2_with_one_line_and_no_run_directory(tmp_path):
     code, out = zoo_cli("train", "vae", "--preset", "tiny", *SETS, "--set", "trainer.batch_size=-4", cwd=tmp_path)
     assert "trainer.batch_size=-4 (in --set) must be >= 1" in one_line_error(code, out)
@@ -223,7 +232,7 @@ def test_cpu_presets_are_smaller_and_the_ddpm_one_trains(tmp_path):
         assert params(name, "cpu") < params(name, "gpu") / 3, name
     result = zoo.train("ddpm", preset="cpu", out=tmp_path / "run", quiet=True,
                        sets=MNIST_SETS + ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.n_samples=4",
-                                          "model.sample_steps=2"])
+                                          "model.sample_steps=2", "model.dpm_steps=2"])
     assert result.status == "finished" and result.step == 2
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["preset"], saved["preset_reason"]) == ("cpu", "--preset")

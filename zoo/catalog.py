@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1  # bump when the snapshot's layout changes
+FORMAT = 2  # bump when the snapshot's layout changes
 _ENV = ("ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_CONFIG", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
@@ -75,6 +75,8 @@ def _model(entry) -> dict:
         "defaults": others,
         "sample_options": [{"name": n, "default": _jsonable(k.default), "valid": k.describe(), "help": k.help}
                            for n, k in (getattr(cls, "sample_options", None) or {}).items()],
+        "likelihood_options": [{"name": n, "default": _jsonable(k.default), "valid": k.describe(), "help": k.help}
+                               for n, k in (getattr(cls, "likelihood_options", None) or {}).items()],
     }
 
 

@@ -149,6 +149,11 @@ def _model_detail(snap: dict, name: str) -> str:
                           ["option", "default", "valid values", "help"], "  "))
     else:
         out.append("sampling options: none")
+    if m.get("likelihood_options"):  # .get: a catalog cached before they were listed
+        out.append("")
+        out.append("likelihood options (zoo eval / compare --nll --nll-option NAME=VALUE):")
+        out.append(_table([[o["name"], _show(o["default"]), o["valid"], o["help"]] for o in m["likelihood_options"]],
+                          ["option", "default", "valid values", "help"], "  "))
     return "\n".join(out)
 
 

@@ -216,6 +216,20 @@ def has_log_likelihood(model_or_cls) -> bool:
     return getattr(cls, "log_likelihood", None) is not ZooModel.log_likelihood
 
 
+def likelihood_option_names(model_or_cls) -> set[str] | None:
+    """The option names ``log_likelihood`` accepts: its declared ``likelihood_options``, else the keyword
+    arguments of its signature (``generator`` aside); None when it takes ``**options`` (anything goes)."""
+    import inspect
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    declared = getattr(cls, "likelihood_options", {}) or {}
+    if declared:
+        return set(declared)
+    params = list(inspect.signature(cls.log_likelihood).parameters.values())[2:]   # self, x
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name != "generator"}
+
+
 def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: str = "--nll-option",
                              name: str | None = None) -> dict:
     """``options`` for ``log_likelihood`` checked against the model's ``likelihood_options`` (one-line
@@ -223,19 +237,14 @@ def check_likelihood_options(model_or_cls, options: Mapping[str, Any], source: s
 
     A model that declares none but names keyword arguments in its ``log_likelihood`` signature gets
     its names checked (values pass as given); one that takes ``**options`` gets them unchecked."""
-    import inspect
     from .errors import ZooError, did_you_mean
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
     declared = getattr(cls, "likelihood_options", {}) or {}
     name = name or getattr(getattr(model_or_cls, "cfg", None), "model_name", None) or getattr(cls, "name", None) \
         or cls.__name__.lower()
-    if declared:
-        known = declared
-    else:
-        params = list(inspect.signature(cls.log_likelihood).parameters.values())[2:]   # self, x
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return dict(options)
-        known = {p.name: None for p in params if p.name != "generator"}
+    known = likelihood_option_names(cls)
+    if known is None:
+        return dict(options)
     out = {}
     for key, value in options.items():
         if key not in known:

@@ -521,11 +521,12 @@ def device_preset(presets, device: str) -> tuple[str | None, str]:
     return None, f"auto: training on {kind}, no '{wanted}' preset"
 
 
-def create_model(name: str, cfg=None, **sets) -> ZooModel:
-    """Build model ``name`` (timm-style): ``create_model("vae", **{"model.latent": 8})``.
-    ``cfg`` is a resolved config; keyword arguments are ``--set`` style overrides."""
+def create_model(name: str, cfg=None, *, preset: str | None = None, **sets) -> ZooModel:
+    """Build model ``name`` (timm-style): ``create_model("vae", **{"model.latent": 8})``,
+    ``create_model("ddpm", preset="cpu")``. ``cfg`` is a resolved config; ``preset`` one of the model's
+    presets (default: chosen by device, as ``zoo train`` does); keyword arguments are ``--set`` style overrides."""
     if cfg is None:
-        cfg = model_config(name, sets=[f"{k}={v}" for k, v in sets.items()])
+        cfg = model_config(name, preset=preset, sets=[f"{k}={v}" for k, v in sets.items()])
     complete_data_config(cfg)
     entry = registry().model(cfg.get("model_name", name))
     return entry.cls(cfg)
