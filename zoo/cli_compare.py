@@ -7,25 +7,8 @@ from pathlib import Path
 
 import click
 
+from .cli_common import OPTION_HELP, option_values
 from .errors import ZooError
-
-OPTION_HELP = ("A sampling option, KEY=VALUE (repeatable): any option the model declares in its sample_options "
-               "(`zoo list` shows them), e.g. --option sampler=ddim --option steps=50.")
-
-
-def option_values(items, **shortcuts) -> dict:
-    """``--option KEY=VALUE`` items plus shortcut flags (``--sampler X`` is ``--option sampler=X``) as one
-    dict; a key given both ways is an error. Values are YAML scalars; the model's declarations check them."""
-    from .config import parse_options
-    options = parse_options(items, "--option")
-    for key, (flag, value) in shortcuts.items():
-        if value is None:
-            continue
-        if key in options:
-            raise ZooError(f"{flag} and --option {key}=... both set '{key}': give it once")
-        options[key] = parse_options([f"{key}={value}"], flag)[key]
-    return options
-
 
 @contextlib.contextmanager
 def clean_warnings():
@@ -55,7 +38,7 @@ def clean_warnings():
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="grid.png (one grid), images.npz (uint8 N,H,W,C array) or a folder (one PNG each).")
 @click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE", help=OPTION_HELP)
-@click.option("--sampler", help="Shortcut for --option sampler=NAME (e.g. ddpm, ddim).")
+@click.option("--sampler", help="Shortcut for --option sampler=NAME (DDPM: ddpm, ddim or dpm++).")
 @click.option("--steps", help="Shortcut for --option steps=N (e.g. 50 DDIM steps).")
 @click.option("--eta", help="Shortcut for --option eta=X (DDIM: 0 = deterministic).")
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True)
@@ -68,7 +51,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 
     \b
     Options the model declares go through --option, checked before any work:
-      zoo sample runs/ddpm -n 64 --out grid.png --option sampler=ddim --option steps=50
+      zoo sample runs/ddpm -n 64 --out grid.png --option sampler=dpm++ --option steps=20
     """
     from . import api
     from .compare import check_options
@@ -117,10 +100,13 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--nll", is_flag=True, help="Also bits/dim of held-out images, for models with a likelihood "
               "(— for the others).")
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
+@click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
+              help="With --nll: a likelihood option (repeatable), passed to every model whose likelihood takes it, "
+                   "e.g. --nll-option timesteps=50 (DDPM: a 50-term estimate of the bound instead of all T terms).")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
 def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset_specs, sets, references,
-                option_items, sampler, sample_steps, fid_points, fid_n, nll, nll_n, device, title):
+                option_items, sampler, sample_steps, fid_points, fid_n, nll, nll_n, nll_items, device, title):
     """Train (what is not trained yet), evaluate and rank models side by side.
 
     \b
@@ -136,7 +122,7 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
 
     \b
       zoo compare ae vae gan ddpm --budget-minutes 10 --out study/
-      zoo compare vae ddpm --steps 2000 --option sampler=ddim --option steps=50 --nll --out s/
+      zoo compare vae ddpm --steps 2000 --option sampler=dpm++ --nll --nll-option timesteps=50 --out s/
 
     The runs live under OUT/runs, so `tensorboard --logdir OUT/runs` overlays their
     curves (with zoo[tensorboard] installed, each run also writes RUN/tb).
@@ -144,8 +130,9 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
     import json
 
     from .compare import ModelsFailed, compare
-    if nll_n is not None and not nll:
-        raise ZooError("--nll-n applies to the likelihood: add --nll")
+    from .config import parse_options
+    if (nll_n is not None or nll_items) and not nll:
+        raise ZooError(f"{'--nll-n' if nll_n is not None else '--nll-option'} applies to the likelihood: add --nll")
     preset, presets = None, {}
     for spec in preset_specs:
         name, sep, value = spec.rpartition("=")
@@ -162,7 +149,8 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
                         metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",") if m.strip()),
                         preset=preset, sets=sets, device=device, options=options, title=title, presets=presets,
                         reference=references[0] if references else None, extra_references=references[1:],
-                        nll=nll, nll_n=nll_n, fid_points=fid_points, fid_n=fid_n, echo=echo)
+                        nll=nll, nll_n=nll_n, nll_options=parse_options(nll_items, "--nll-option"),
+                        fid_points=fid_points, fid_n=fid_n, echo=echo)
     click.echo((Path(files["md"])).read_text().split("![samples]")[0].rstrip())
     click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
     rows = json.loads(Path(files["json"]).read_text())["rows"]

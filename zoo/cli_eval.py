@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .cli_common import OPTION_HELP, option_values
 from .errors import ZooError
 
 MNIST_TRAIN_STEPS = 1200
@@ -75,10 +76,8 @@ def result_table(r: dict) -> str:
               "28x28 grayscale data, else inception]")
 @click.option("--reference", help="Real images to compare against: the run's training images [default], "
               "holdout (its held-out images), a whole split (train, test), or a folder / .npz / .npy.")
-@click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE",
-              help="A sampling option of the run's model (repeatable; `zoo list MODEL` shows them), "
-                   "e.g. --option sampler=ddim --option steps=50.")
-@click.option("--sampler", help="Shortcut for --option sampler=NAME.")
+@click.option("--option", "option_items", multiple=True, metavar="KEY=VALUE", help=OPTION_HELP)
+@click.option("--sampler", help="Shortcut for --option sampler=NAME (DDPM: ddpm, ddim or dpm++).")
 @click.option("--steps", help="Shortcut for --option steps=N.")
 @click.option("--eta", help="Shortcut for --option eta=X.")
 @click.option("--nll", is_flag=True, help="Also measure the likelihood: bits/dim of the held-out images, for "
@@ -120,8 +119,8 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
     every number.
     """
-    from .config import BASE, Config, base_config, merge, parse_options, parse_set
-    from .evaluate import parse_metrics, read_images, reference_for_config
+    from .config import BASE, base_config, merge, parse_options, parse_set
+    from .evaluate import parse_metrics, read_images
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
@@ -129,7 +128,8 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     if set(overrides) - {"data"}:
         raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
     name, weights = _extractor_choice(extractor, inception_weights, mnist_weights)
-    options = sample_options(option_items, sampler=sampler, steps=steps, eta=eta)
+    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
+                            eta=("--eta", eta))
     nll_options = parse_options(nll_items, "--nll-option")
     if nll_options and not nll:
         raise ZooError("--nll-option applies to the likelihood: add --nll")
@@ -181,21 +181,6 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
             click.echo(f"wrote {Path(run_dir) / 'eval.json'} ({result['wall_seconds']:.1f} s)")
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
-
-
-def sample_options(items, **shortcuts) -> dict:
-    """``--option KEY=VALUE`` items plus the ``--sampler/--steps/--eta`` shortcuts, as one dict (a shortcut
-    and an --option naming the same key is an error). Values stay as typed; the model's declarations
-    convert and check them."""
-    from .config import parse_options
-    options = parse_options(items, "--option")
-    for key, value in shortcuts.items():
-        if value is None:
-            continue
-        if key in options:
-            raise ZooError(f"--{key} and --option {key}=... both set '{key}': give it once")
-        options[key] = parse_options([f"{key}={value}"], f"--{key}")[key]
-    return options
 
 
 def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device, name, metrics,

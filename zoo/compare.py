@@ -24,7 +24,6 @@ report.html) come from :mod:`zoo.compare_report`. Runs live under ``OUT/runs``, 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 import time
@@ -36,7 +35,7 @@ import torch
 
 from .errors import ZooError, did_you_mean
 
-DEFAULT_METRICS = ("fid", "is", "kid", "prc")
+DEFAULT_METRICS = ("fid", "is", "kid", "prc", "modes")  # modes: "—" for data the harness cannot judge
 FID_POINTS = 8          # periodic FID evaluations per run (about)
 FID_N = 500             # samples per periodic FID (>= 2 x the mnist extractor's 128 features)
 NEAREST_SHOWN = 8       # samples per model in the memorisation check
@@ -64,29 +63,13 @@ class Entry:
     action: str                 # train | resume | reuse (OUT/runs/NAME) | run (a run directory given by the user)
     preset: str | None = None
     options: dict = field(default_factory=dict)   # its checked sampling options
+    nll_options: dict = field(default_factory=dict)  # its checked likelihood options (--nll-option)
     settings: dict = field(default_factory=dict)  # what it is trained with (recorded in OUT/runs/NAME/compare.json)
 
 
 # --- 1. plan: check everything before any work --------------------------------------------------
 def _is_run(item) -> bool:
     return (Path(item) / "config.yaml").is_file()
-
-
-def harness_metrics() -> tuple[str, ...]:
-    """The metrics this zoo's evaluation harness knows (``modes`` where it measures mode coverage)."""
-    from .evaluate import METRICS
-    return tuple(METRICS)
-
-
-def harness_measures_likelihood() -> bool:
-    """Whether :func:`zoo.evaluate.evaluate` takes ``nll=True`` (bits/dim of held-out images)."""
-    from .evaluate import evaluate
-    return "nll" in inspect.signature(evaluate).parameters
-
-
-def default_metrics() -> tuple[str, ...]:
-    """FID, IS, KID, precision/recall, and mode coverage where the harness measures it."""
-    return DEFAULT_METRICS + (("modes",) if "modes" in harness_metrics() else ())
 
 
 def budget_sets(budget_minutes=None, steps=None) -> list[str]:
@@ -101,19 +84,12 @@ def budget_sets(budget_minutes=None, steps=None) -> list[str]:
 def check_options(cls, name: str, options: dict, source: str = "sampling options") -> dict:
     """``options`` checked against model ``name``'s declared ``sample_options`` (one-line ZooError)."""
     from .contract import check_sample_options
-    if "name" in inspect.signature(check_sample_options).parameters:
-        return check_sample_options(cls, options, source=source, name=name)
-    declared = getattr(cls, "sample_options", {}) or {}
-    unknown = [k for k in options if k not in declared]
-    if unknown:
-        raise ZooError(f"model '{name}' has no sampling option '{unknown[0]}'{did_you_mean(unknown[0], declared)} "
-                       f"(its options: {', '.join(sorted(declared)) or 'none'}; `zoo list` describes them)")
-    return check_sample_options(cls, options, source=source)
+    return check_sample_options(cls, options, source=source, name=name)
 
 
 def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None, steps=None, options=None,
          sample_options=None, extractor=None, metrics=None, reference=None, extra_references=(), nll=False,
-         fid_points=FID_POINTS, fid_n=FID_N) -> list[Entry]:
+         nll_options=None, fid_points=FID_POINTS, fid_n=FID_N) -> list[Entry]:
     """Check and resolve every item before anything trains; returns one :class:`Entry` per item.
 
     ``options``: sampling options for every model that declares them (an option no compared model
@@ -167,7 +143,7 @@ def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None,
     _assign_options(entries, options or {}, sample_options or {})
     if extractor is not None:
         reg.extractor(extractor)
-    chosen_metrics = parse_metrics(metrics if metrics is not None else default_metrics())
+    chosen_metrics = parse_metrics(metrics if metrics is not None else DEFAULT_METRICS)
     if "fid" not in chosen_metrics:
         raise ZooError("zoo compare ranks by FID: keep fid in --metrics")
     specs = [reference, *extra_references]
@@ -176,12 +152,32 @@ def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None,
     for e in entries:
         for spec in specs:
             reference_for_config(e.cfg, spec)
-    if nll and not harness_measures_likelihood():
-        raise ZooError("--nll: this zoo's evaluation harness does not measure likelihood (zoo.evaluate.evaluate "
-                       "takes no nll); update zoo, or leave --nll out")
+    if nll_options:
+        _assign_nll_options(entries, nll_options)
     if fid_points < 0 or fid_n < 2:
         raise ZooError(f"periodic FID needs --fid-points >= 0 and --fid-n >= 2, got {fid_points} and {fid_n}")
     return entries
+
+
+def _assign_nll_options(entries: list[Entry], options: dict) -> None:
+    """``--nll-option KEY=VALUE`` goes to every model whose ``log_likelihood`` takes KEY (checked there);
+    one that no compared model takes is an error."""
+    from .contract import check_likelihood_options, has_log_likelihood, likelihood_option_names
+    from .registry import registry
+    takers: dict[str, list[Entry]] = {key: [] for key in options}
+    for e in entries:
+        cls = registry().model(e.model).cls
+        if not has_log_likelihood(cls):
+            continue
+        names = likelihood_option_names(cls)
+        mine = {k: v for k, v in options.items() if names is None or k in names}
+        e.nll_options = check_likelihood_options(cls, mine, name=e.model)
+        for key in mine:
+            takers[key].append(e)
+    for key, got in takers.items():
+        if not got:
+            raise ZooError(f"--nll-option {key}=...: no compared model's likelihood takes '{key}' "
+                           f"(`zoo list MODEL` shows a model's likelihood options)")
 
 
 def _action(run: Path, settings: dict) -> str:
@@ -398,7 +394,7 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
         f"last checkpoint (step {last.step}{', also the best by FID' if best is not None else ''})"
     echo(f"[compare] scoring {e.label}: {which}, {n} samples each")
     ref = reference_for_config(cfg, reference)
-    chosen = tuple(metrics) if metrics is not None else default_metrics()
+    chosen = tuple(metrics) if metrics is not None else DEFAULT_METRICS
     t0 = time.perf_counter()
     images = api.sample_images(ranked, n, seed=seed, **e.options)
     if torch.cuda.is_available():
@@ -421,8 +417,9 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
         row["fid_last"] = row["fid"] if ranked is last else None
     if nll:
         from .evaluate import evaluate
-        got = evaluate(ranked, None, metrics=(), nll=True, nll_n=nll_n, seed=seed)
+        got = evaluate(ranked, None, metrics=(), nll=True, nll_n=nll_n, nll_options=e.nll_options, seed=seed)
         row.update({k: got.get(k) for k in ("bits_per_dim", "bits_per_dim_bound", "nll_n", "nll_seconds")})
+        row["nll_options"] = dict(e.nll_options)
     row["_grid"] = images[:64]
     row["_run"] = str(e.run)
     try:
@@ -452,7 +449,9 @@ SCORE_KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "r
 def finish_training(model) -> None:
     """Run ``after_training`` on a checkpoint saved mid-run (``best.pt``), as the trainer does for the last
     one: a model that fits something once training ends (the AE's latent density) samples as a finished
-    model. Nothing happens for models that do not override it."""
+    model. The trainer now fits before each periodic evaluation, so its best.pt already holds the fit; this
+    keeps best.pt files of older runs right (the fit is deterministic). Nothing happens for models that
+    do not override it."""
     from .contract import ZooModel
     from .data import load_images, to_model_input
     if type(model).after_training is ZooModel.after_training:
@@ -489,6 +488,7 @@ def _metrics_log(run_dir) -> dict:
 def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, extractor=None, metrics=None,
             preset=None, sets=(), device="auto", options=None, sample_options=None, title="zoo comparison",
             echo=print, quiet=True, presets=None, reference=None, extra_references=(), nll=False, nll_n=None,
+            nll_options=None,
             fid_points=FID_POINTS, fid_n=FID_N, score_last=True) -> dict[str, Path]:
     """Check every item, train what is not trained yet, evaluate and report. Returns the report files.
 
@@ -505,7 +505,7 @@ def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, ext
     entries = plan(items, out, preset=preset, presets=presets, sets=sets, budget_minutes=budget_minutes,
                    steps=steps, options=options, sample_options=sample_options, extractor=extractor,
                    metrics=metrics, reference=reference, extra_references=extra_references, nll=nll,
-                   fid_points=fid_points, fid_n=fid_n)
+                   nll_options=nll_options, fid_points=fid_points, fid_n=fid_n)
     out = Path(out)
     t0 = time.time()
     errors = train_all(entries, sets=sets, budget_minutes=budget_minutes, n=n, fid_points=fid_points, fid_n=fid_n,

@@ -19,7 +19,8 @@ ABSENT = "—"
 COLUMNS = ["model", "fid", "fid_last", "best_step", "is_mean", "kid_mean", "precision", "recall", "bits_per_dim",
            "bits_per_dim_bound", "modes", "class_kl", "params", "steps", "train_seconds", "sample_seconds_per_1000",
            "error"]
-JSON_ONLY = ["is_std", "kid_std", "mean_confidence", "sample_options", "fid_curve", "nearest"]
+JSON_ONLY = ["is_std", "kid_std", "mean_confidence", "sample_options", "fid_curve", "nearest", "nll_n", "nll_seconds",
+             "nll_options"]
 
 
 def extra_columns(rows) -> list[str]:
