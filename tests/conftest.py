@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from plugin_env import toy_dist
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = Path(os.environ.get("ZOO_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
@@ -29,3 +30,22 @@ def mnist_root():
     if not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"real MNIST test files not found in {MNIST_ROOT} (set ZOO_TEST_MNIST)")
     return MNIST_ROOT
+
+
+@pytest.fixture(scope="session")
+def toy_site(tmp_path_factory):
+    """A site folder holding the `toy` plugin distribution (tests/plugin_env.py), for subprocesses' PYTHONPATH."""
+    return toy_dist(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture
+def toy(toy_site, monkeypatch):
+    """The registry with the `toy` plugins loaded (fresh before and after the test)."""
+    import sys
+
+    from zoo.registry import registry
+    monkeypatch.syspath_prepend(str(toy_site))
+    registry(reload=True)
+    yield
+    sys.modules.pop("toyzoo", None)
+    registry(reload=True)

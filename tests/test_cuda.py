@@ -296,20 +296,22 @@ def test_every_family_trains_on_cuda(tmp_path, model):
 
 
 def test_torchrun_one_gpu_matches_a_plain_run(tmp_path):
-    """``torchrun --nproc-per-node=1 -m zoo train``: the launch DistributedDataParallel runs under
-    (``zoo train --gpus N`` execs exactly this for N > 1) trains the same weights as a plain run."""
+    """``torchrun --nproc-per-node=1 -m zoo train``: the launch ``zoo train --gpus N`` execs for N > 1, here
+    one process in an NCCL group of one, so the model trains under DistributedDataParallel -- and ends with
+    the same weights as a plain run."""
     sets = [f"--set={s}" for s in [*RUN, "trainer.max_steps=8", "trainer.precision=fp32"]]
     plain, ddp = tmp_path / "plain", tmp_path / "ddp"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
-    cmd = ["train", "ddpm", "--preset", "tiny", "--quiet", *sets]
-    r = subprocess.run([sys.executable, "-m", "zoo", *cmd, "--out", str(plain)], capture_output=True, text=True,
+    cmd = ["train", "ddpm", "--preset", "tiny", *sets]
+    r = subprocess.run([sys.executable, "-m", "zoo", *cmd, "--quiet", "--out", str(plain)], capture_output=True, text=True,
                        env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
                         "-m", "zoo", *cmd, "--out", str(ddp)], capture_output=True, text=True, env=env, cwd=REPO,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "1 process under DistributedDataParallel" in r.stderr
     a, b = last(plain), last(ddp)
     assert b["step"] == 8
     wa = torch.cat([v.flatten().double() for v in a["model"].values() if v.is_floating_point()])

@@ -18,7 +18,7 @@ from zoo import ZooError
 from zoo.cli import main
 from zoo.config import Config
 from zoo.data import holdout_split, load_images
-from zoo.evaluate import evaluate, quick_fid, reference_for_config
+from zoo.evaluate import evaluate, quick_fid
 from zoo.extractors import INCEPTION_FILE, accuracy, indices_sha256, load_mnist_weights, mnist_extractor
 from zoo.registry import registry
 
@@ -216,15 +216,6 @@ def test_extractors_come_from_the_plugin_hook():
 
 
 # --- runs -------------------------------------------------------------------------------------------
-@pytest.fixture
-def toy(tmp_path_factory, monkeypatch):
-    monkeypatch.syspath_prepend(str(toy_dist(tmp_path_factory.mktemp("site"))))
-    registry(reload=True)
-    yield
-    sys.modules.pop("toyzoo", None)
-    registry(reload=True)
-
-
 def test_eval_run_writes_eval_json_and_quick_fid_agrees(toy, tmp_path, cache):
     run = tmp_path / "run"
     zoo.train("toy", out=run, sets=MNIST_SETS + ["trainer.max_steps=10"])
@@ -489,7 +480,6 @@ def test_bad_options_are_one_line_errors_before_any_work(temp_run, args, needle)
 
 
 def test_bad_option_from_the_shell(temp_run):
-    import os
     run, site = temp_run
     r = zoo_cli("eval", run, "--option", "temprature=1", env={"PYTHONPATH": str(site)})
     assert_subprocess_error(r, "did you mean 'temperature'?")

@@ -7,7 +7,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from conftest import FASHION_ROOT, MNIST_ROOT
+from conftest import FASHION_ROOT
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 import zoo
 from zoo import ZooError, hookimpl

@@ -13,27 +13,11 @@ import torch
 
 import zoo
 from conftest import MNIST_SETS
-from plugin_env import toy_dist
 from zoo import ZooError, checkpoint
 from zoo.cli import main
-from zoo.registry import registry
 from click.testing import CliRunner
 
 DATA = [f"--set={s}" for s in MNIST_SETS]
-
-
-@pytest.fixture(scope="module")
-def toy_site(tmp_path_factory):
-    return toy_dist(tmp_path_factory.mktemp("site"))
-
-
-@pytest.fixture
-def toy(toy_site, monkeypatch):
-    monkeypatch.syspath_prepend(str(toy_site))
-    registry(reload=True)
-    yield
-    sys.modules.pop("toyzoo", None)
-    registry(reload=True)
 
 
 def zoo_cli(toy_site, *args, timeout=300, module="zoo"):
@@ -248,6 +232,23 @@ def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
     assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1))
 
 
+def test_torchrun_one_process_trains_under_ddp_and_matches_a_plain_run(toy_site, tmp_path):
+    """``torchrun --nproc-per-node=1`` joins a process group of one (what tests/test_cuda.py runs on one
+    GPU): the DDP path, the same weights as a plain run."""
+    common = [*DATA, "--set=model.dropout=0.0", "--set=trainer.max_steps=6", "--set=trainer.batch_size=32",
+              "--set=trainer.device=cpu"]
+    r = zoo_cli(toy_site, "train", "toy", "--out", str(tmp_path / "plain"), *common)
+    assert r.returncode == 0, r.stderr
+    r = zoo_cli(toy_site, "--standalone", "--nproc-per-node=1", "-m", "zoo", "train", "toy", "--out",
+                str(tmp_path / "ddp"), *common, module="torch.distributed.run")
+    assert r.returncode == 0, r.stderr
+    assert "1 process under DistributedDataParallel" in r.stderr
+    plain = checkpoint.load(tmp_path / "plain" / "checkpoints" / "last.pt")
+    ddp = checkpoint.load(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    for k in plain["model"]:
+        torch.testing.assert_close(plain["model"][k], ddp["model"][k], rtol=1e-5, atol=1e-6)
+
+
 def test_gan_phases_under_ddp_two_processes(tmp_path):
     """A GAN's d and g phases each run through their own DDP (zoo/distributed.py); the replicas must
     end with the same weights -- the trainer checks that at every save and fails loudly otherwise."""
@@ -286,6 +287,23 @@ def test_evaluate_callback_rows_and_best_checkpoint(toy, tmp_path):
     with pytest.raises(ZooError, match="no evaluate callback"):
         fit(model_config("toy", sets=MNIST_SETS + ["trainer.eval_every=5"]), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluation_sees_the_model_after_training_as_a_finished_run_would(tmp_path):
+    """The AE samples from a density fitted to its codes in ``after_training``: a periodic FID (and so
+    best.pt) must score that, not draws from the unfitted N(0, I) prior."""
+    seen = []
+
+    def evaluate(model):
+        seen.append(bool(model.density.fitted))
+        return {"fid": float(len(seen))}
+
+    out = tmp_path / "ae"
+    zoo.train("ae", preset="tiny", out=out, sets=MNIST_SETS + ["trainer.max_steps=20", "trainer.eval_every=10"],
+              evaluate=evaluate, quiet=True)
+    assert seen == [True, True]
+    best = checkpoint.load(out / "checkpoints" / "best.pt")
+    assert best["ema"] is None and bool(best["model"]["density.fitted"]) and best["step"] == 10
 
 
 def test_trainer_imports_no_evaluation_code():

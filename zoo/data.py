@@ -139,7 +139,7 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
         images = images[: int(limit)]
         labels = labels[: int(limit)] if labels is not None else None
     if len(images) == 0:
-        raise ZooError(f"dataset '{entry.name}' split '{split}' part '{part}' is empty (check data.holdout/limit)")
+        raise ZooError(f"dataset '{entry.name}' split '{cfg_data.get('split', 'train')}' part '{part}' is empty (check data.holdout/limit)")
     return (images, labels) if with_labels else images
 
 

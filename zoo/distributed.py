@@ -28,6 +28,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    group: bool = False  # joined a process group: the model trains under DistributedDataParallel
 
     @property
     def main(self) -> bool:
@@ -35,14 +36,16 @@ class Dist:
 
 
 def setup(device_pref: str) -> Dist:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPUs, gloo on CPUs."""
+    """Join the process group torchrun describes: NCCL on GPUs, gloo on CPUs. Any torchrun launch joins one,
+    a single process too (``torchrun --nproc-per-node=1`` runs the DDP path on one GPU); a plain ``python``
+    run with ``WORLD_SIZE`` unset or 1 does not."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
     if not dist.is_initialized():
         cuda = torch.cuda.is_available() and str(device_pref) != "cpu"
         dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), group=True)
 
 
 def teardown(clean: bool) -> None:

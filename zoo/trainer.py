@@ -37,13 +37,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 from . import checkpoint, distributed, rundir
 from .batches import Batches
 from .config import Config
+from .contract import ZooModel
 from .data import data_root, load_images, to_model_input
 from .device import autocast, resolve_device, resolve_precision
 from .ema import EMA
@@ -189,7 +190,7 @@ class Run:
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
                         for k in self.optimizers}
-        if self.ddp.world > 1:
+        if self.ddp.group:
             self.loss_fns = distributed.wrap_phases(model, self.optimizers, self.phases, self.device,
                                                     find_unused=bool(t.ddp_find_unused))
             if t.compile:
@@ -215,7 +216,7 @@ class Run:
         try:
             if self.ddp.main:
                 created = rundir.create(self.out_dir, self.resume, self.force)
-            if self.ddp.world > 1:
+            if self.ddp.group:
                 torch.distributed.barrier()
             if self.resume:
                 self.restore()
@@ -239,7 +240,8 @@ class Run:
             run=f"{self.out_dir}" + (f" (resuming at step {self.step:,})" if self.resume else ""),
             model=cfg.model_name, n_params=sum(p.numel() for p in self.model.parameters()),
             preset=cfg.get("preset", ...), reason=cfg.get("preset_reason"),
-            device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}",
+            device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}"
+                   + (" under DistributedDataParallel" if self.ddp.group else ""),
             data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}",
             max_steps=t.max_steps, max_epochs=t.max_epochs, max_minutes=t.max_minutes,
             per_epoch=f"{self.batches.per_epoch:,} batches of {int(t.batch_size)} per epoch")
@@ -292,7 +294,7 @@ class Run:
         now = time.perf_counter()
         self.train_seconds += now - self._tick
         self._tick = now
-        if self.ddp.world > 1 and self.max_seconds is not None:  # one clock for a time budget and schedule
+        if self.ddp.group and self.max_seconds is not None:  # one clock for a time budget and schedule
             self.train_seconds = distributed.from_main(self.train_seconds, self.device)
 
     def optimizer_step(self, x: torch.Tensor, phase: str, repeats: int) -> None:
@@ -303,7 +305,7 @@ class Run:
         loss = out["loss"]
         if self.check_every_step:
             finite = bool(torch.isfinite(loss.detach()).all())
-            if self.ddp.world > 1:  # every process skips (or stops) together, or DDP would wait forever
+            if self.ddp.group:  # every process skips (or stops) together, or DDP would wait forever
                 finite = distributed.all_agree(finite, self.device)
             if not finite:
                 if t.skip_nonfinite:
@@ -326,7 +328,7 @@ class Run:
         try:
             return self.loss_fns[phase](x, phase)
         except RuntimeError as e:
-            if self.ddp.world > 1 and "find_unused_parameters" in str(e):
+            if self.ddp.group and "find_unused_parameters" in str(e):
                 raise ZooError(f"model '{self.cfg.model_name}' under DDP: a parameter of optimizer '{phase}' got "
                                f"no gradient in phase '{phase}'; set trainer.ddp_find_unused=true") from None
             raise
@@ -343,7 +345,7 @@ class Run:
         last row, across processes); then progress."""
         t = self.t
         if self.step % max(1, int(t.log_every)) == 0 or self.done():
-            if self.ddp.world > 1:
+            if self.ddp.group:
                 distributed.mean_(self.accum.values())
             values = {k: float(v) / max(1, self.accum_n) for k, v in self.accum.items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -423,6 +425,8 @@ class Run:
     def run_evaluation(self) -> None:
         """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
         with self.sampling() as m:
+            if type(m).after_training is not ZooModel.after_training:  # e.g. the AE's latent density:
+                m.after_training(self.one_pass())  # score what a run finished here would sample
             results = self.evaluate(m)
         if not isinstance(results, Mapping) or not results or not all(
                 isinstance(v, (int, float)) for v in results.values()):
@@ -454,7 +458,7 @@ class Run:
     def save(self) -> None:
         """``checkpoints/last.pt`` (and the newest ``trainer.keep_checkpoints`` step files). Called by
         every process: under DDP it first checks that the replicas still hold the same weights."""
-        if self.ddp.world > 1:
+        if self.ddp.group:
             distributed.assert_in_sync(self.model, self.device)
         if not self.ddp.main:
             return
@@ -471,13 +475,10 @@ class Run:
         """A finished run: ``after_training``, the last checkpoint, ``samples.png`` (time-bounded; skipped
         if a signal arrives). An interrupted one: the checkpoint and the resume command, nothing else."""
         if interrupted_by is None:
-            def one_pass():
-                for i in range(0, len(self.data), int(self.t.batch_size)):
-                    yield self.prepare(self.data[i:i + int(self.t.batch_size)])
             with torch.no_grad():
-                self.model.after_training(one_pass())
+                self.model.after_training(self.one_pass())
                 if self.ema is not None:
-                    self.ema.model.after_training(one_pass())
+                    self.ema.model.after_training(self.one_pass())
         self.save()
         if interrupted_by is not None:
             if self.ddp.main:
@@ -491,6 +492,11 @@ class Run:
             else:
                 self.write_grid(self.out_dir / "samples.png", "final", should_stop=skip_grid)
         return RunResult(self.out_dir, self.step, self.train_seconds, "finished")
+
+    def one_pass(self) -> Iterator[torch.Tensor]:
+        """The training images once, in batches, as the model sees them (for ``after_training``)."""
+        for i in range(0, len(self.data), int(self.t.batch_size)):
+            yield self.prepare(self.data[i:i + int(self.t.batch_size)])
 
     def resume_command(self) -> str:
         gpus = (f" --gpus {self.ddp.world}" + (" --device cpu" if self.device.type == "cpu" else "")
