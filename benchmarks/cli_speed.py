@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HELP_TARGET, LIST_TARGET = 0.5, 2.0
@@ -45,16 +47,6 @@ def timed(argv: list[str], env: dict, repeat: int, warm: bool = True) -> tuple[f
         once()
     times = [once() for _ in range(repeat)]
     return statistics.median(times), min(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

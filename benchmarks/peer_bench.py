@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # noqa: E402
 
 PEERS = {"diffusers": "diffusers", "denoising_diffusion_pytorch": "denoising-diffusion-pytorch",
          "ema_pytorch": "ema-pytorch"}
@@ -57,16 +59,6 @@ def ensure_peers() -> None:
         print(f"installing {' '.join(missing)} ...", flush=True)
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *missing])
         importlib.invalidate_caches()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --- the networks, each as net(x, t) -> prediction ----------------------------------------------
@@ -275,7 +267,7 @@ def main() -> None:
     versions = {"torch": torch.__version__, "python": platform.python_version(),
                 **{dist: md.version(dist) for dist in ["zoo", *PEERS.values()]}}
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": dt.datetime.now().isoformat(
-        timespec="seconds"), "cpu": cpu_model(), "threads": args.threads, "batch": args.batch, "precision": "fp32",
+        timespec="seconds"), "cpu": cpu_name(), "threads": args.threads, "batch": args.batch, "precision": "fp32",
             "target_gflop_per_image": args.gflop, "dropout": args.dropout, "versions": versions}
     print(json.dumps(meta), flush=True)
 
