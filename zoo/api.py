@@ -27,7 +27,8 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     from .registry import model_schema, registry
     name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
     schema = model_schema(name) if name in registry().models else {**BASE, "model": cfg.get("model", {})}
-    cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False, schema=schema)  # keys added since the run started
+    # keys added since the run started take their defaults; the schema lets nullable keys hold null
+    cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False, schema=schema)
     return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
 
 

@@ -54,12 +54,13 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
       zoo sample runs/ddpm -n 64 --out grid.png --option sampler=dpm++ --option steps=20
     """
     from . import api
-    from .compare import check_options
+    from .contract import check_sample_options
     from .registry import registry
     options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
                             eta=("--eta", eta))
     cfg = api.run_config(run_dir)
-    options = check_options(registry().model(cfg.model_name).cls, cfg.model_name, options)
+    options = check_sample_options(registry().model(cfg.model_name).cls, options, source="sampling options",
+                                   name=cfg.model_name)
     with clean_warnings():
         model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
         images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty(),

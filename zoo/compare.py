@@ -81,12 +81,6 @@ def budget_sets(budget_minutes=None, steps=None) -> list[str]:
     return sets
 
 
-def check_options(cls, name: str, options: dict, source: str = "sampling options") -> dict:
-    """``options`` checked against model ``name``'s declared ``sample_options`` (one-line ZooError)."""
-    from .contract import check_sample_options
-    return check_sample_options(cls, options, source=source, name=name)
-
-
 def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None, steps=None, options=None,
          sample_options=None, extractor=None, metrics=None, reference=None, extra_references=(), nll=False,
          nll_options=None, fid_points=FID_POINTS, fid_n=FID_N) -> list[Entry]:
@@ -203,6 +197,7 @@ def _action(run: Path, settings: dict) -> str:
 
 def _assign_options(entries: list[Entry], options: dict, per_model: dict) -> None:
     """Each option goes to the models that declare it (``family`` plays no part); checked now."""
+    from .contract import check_sample_options
     from .registry import registry
     declared = {e.label: dict(registry().model(e.model).cls.sample_options or {}) for e in entries}
     for key in options:
@@ -214,7 +209,8 @@ def _assign_options(entries: list[Entry], options: dict, per_model: dict) -> Non
     for e in entries:
         mine = {k: v for k, v in options.items() if k in declared[e.label]}
         mine.update(per_model.get(e.label) or per_model.get(e.model) or {})
-        e.options = check_options(registry().model(e.model).cls, e.model, mine)
+        e.options = check_sample_options(registry().model(e.model).cls, mine, source="sampling options",
+                                         name=e.model)
 
 
 # --- 2. train ------------------------------------------------------------------------------------
@@ -452,9 +448,9 @@ def finish_training(model) -> None:
     model. The trainer now fits before each periodic evaluation, so its best.pt already holds the fit; this
     keeps best.pt files of older runs right (the fit is deterministic). Nothing happens for models that
     do not override it."""
-    from .contract import ZooModel
+    from .contract import fits_after_training
     from .data import load_images, to_model_input
-    if type(model).after_training is ZooModel.after_training:
+    if not fits_after_training(model):
         return
     cfg = model.cfg
     data = load_images(cfg.data, "train")

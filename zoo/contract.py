@@ -216,6 +216,13 @@ def has_log_likelihood(model_or_cls) -> bool:
     return getattr(cls, "log_likelihood", None) is not ZooModel.log_likelihood
 
 
+def fits_after_training(model_or_cls) -> bool:
+    """Whether a model (class or instance) overrides :meth:`ZooModel.after_training` (fits something on the
+    training images once training ends, like the AE's latent density)."""
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    return cls.after_training is not ZooModel.after_training
+
+
 def likelihood_option_names(model_or_cls) -> set[str] | None:
     """The option names ``log_likelihood`` accepts: its declared ``likelihood_options``, else the keyword
     arguments of its signature (``generator`` aside); None when it takes ``**options`` (anything goes)."""

@@ -127,8 +127,9 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
     """
     from .registry import registry
     entry = registry().dataset(cfg_data.name)
-    images, labels = _read_split(entry, data_root(cfg_data), cfg_data.get("split", "train"),
-                                 bool(cfg_data.get("download", True)), "set data.split")
+    split = cfg_data.get("split", "train")
+    images, labels = _read_split(entry, data_root(cfg_data), split, bool(cfg_data.get("download", True)),
+                                 "set data.split")
     if part != "all":
         train_idx, hold_idx = holdout_split(len(images), cfg_data.get("holdout", 0))
         idx = train_idx if part == "train" else hold_idx
@@ -139,7 +140,7 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
         images = images[: int(limit)]
         labels = labels[: int(limit)] if labels is not None else None
     if len(images) == 0:
-        raise ZooError(f"dataset '{entry.name}' split '{cfg_data.get('split', 'train')}' part '{part}' is empty (check data.holdout/limit)")
+        raise ZooError(f"dataset '{entry.name}' split '{split}' part '{part}' is empty (check data.holdout/limit)")
     return (images, labels) if with_labels else images
 
 

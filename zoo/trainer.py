@@ -44,7 +44,7 @@ import torch
 from . import checkpoint, distributed, rundir
 from .batches import Batches
 from .config import Config
-from .contract import ZooModel
+from .contract import fits_after_training
 from .data import data_root, load_images, to_model_input
 from .device import autocast, resolve_device, resolve_precision
 from .ema import EMA
@@ -425,7 +425,7 @@ class Run:
     def run_evaluation(self) -> None:
         """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
         with self.sampling() as m:
-            if type(m).after_training is not ZooModel.after_training:  # e.g. the AE's latent density:
+            if fits_after_training(m):  # e.g. the AE's latent density:
                 m.after_training(self.one_pass())  # score what a run finished here would sample
             results = self.evaluate(m)
         if not isinstance(results, Mapping) or not results or not all(
