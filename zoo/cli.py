@@ -258,7 +258,7 @@ def show_config(model, preset, config_file, sets, explain, reference):
         return
     if model is None:
         raise ZooError("name a model (`zoo list` shows them), or pass --reference")
-    from .config import annotated_yaml
+    from .config_docs import annotated_yaml
     from .registry import check_config, model_config, model_schema
     sources: dict = {}
     cfg = model_config(model, preset=preset, file=config_file, sets=sets, sources=sources)
