@@ -8,12 +8,14 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import FASHION_ROOT
+from helpers import zoo_cli
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 import zoo
 from zoo import ZooError, hookimpl
 from zoo.cli import main
 from zoo.config import Config
 from zoo.data import load_images, read_idx, to_model_input
+from zoo.env import env_flag
 from zoo.registry import Registry, model_config, registry
 from zoo.testing import check_dataset, registry_with
 
@@ -421,3 +423,27 @@ def test_folder_dataset(tmp_path):
     empty.mkdir()
     with pytest.raises(ZooError, match="no images"):
         load_images(Config({"name": "folder", "root": str(empty), "split": "all"}), "all")
+
+
+# --- environment switches ---------------------------------------------------------------------
+@pytest.mark.parametrize("value, on", [
+    ("", False), ("0", False), ("no", False), ("false", False), ("off", False), (" No ", False), ("FALSE", False),
+    ("1", True), ("yes", True), ("true", True), ("on", True),
+])
+def test_env_flag_reads_every_switch_the_same_way(monkeypatch, value, on):
+    monkeypatch.setenv("ZOO_SOME_SWITCH", value)
+    assert env_flag("ZOO_SOME_SWITCH") is on and env_flag("ZOO_SOME_SWITCH", default=True) is on
+    monkeypatch.delenv("ZOO_SOME_SWITCH")
+    assert env_flag("ZOO_SOME_SWITCH") is False and env_flag("ZOO_SOME_SWITCH", default=True) is True
+
+
+@pytest.mark.parametrize("value, says", [("no", "download failed"), ("1", "download is off")])
+def test_zoo_offline_no_means_downloads_are_allowed(tmp_path, value, says):
+    """``ZOO_OFFLINE=no`` once turned offline mode on. The download goes through a proxy that refuses at once,
+    so the test never touches the network."""
+    refused = "http://127.0.0.1:9"
+    proxies = {k: refused for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    r = zoo_cli("train", "vae", "--preset", "tiny", "--set", f"data.root={tmp_path}", "--out", tmp_path / "run",
+                env={"ZOO_OFFLINE": value, "no_proxy": None, "NO_PROXY": None, **proxies}, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "train-images-idx3-ubyte" in r.stderr and says in r.stderr, r.stderr

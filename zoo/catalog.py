@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .env import env_flag
+
 FORMAT = 2  # bump when the snapshot's layout changes
 _ENV = ("ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_CONFIG", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
@@ -165,7 +167,7 @@ def listing(refresh: bool = False, on_build=None) -> tuple[dict, str]:
     if loaded is not None and loaded.loaded():
         return snapshot(loaded.registry()), "live"
     path, key = cache_path(), None
-    strict = os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")  # a plugin author: live
+    strict = env_flag("ZOO_STRICT_PLUGINS")  # a plugin author: live
     if not (refresh or strict):
         key = cache_key()
         try:

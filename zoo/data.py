@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .env import env_flag
 from .errors import ZooError
 
 HOLDOUT_SEED = 20240607  # fixed: the same images are held out whatever the run's seed
@@ -37,7 +38,8 @@ def data_root(cfg_data) -> Path:
 
 
 def offline() -> bool:
-    return os.environ.get("ZOO_OFFLINE", "") not in ("", "0", "false")
+    """``ZOO_OFFLINE=1``: never download (``0``, ``no``, ``false``, ``off`` or empty: downloads allowed)."""
+    return env_flag("ZOO_OFFLINE")
 
 
 # --- IDX files (MNIST, Fashion-MNIST) ---------------------------------------------------

@@ -173,7 +173,7 @@ def inception_weights_path(weights: str | None = None) -> Path:
     fix = (f"download it on a machine with network and pass --inception-weights PATH (or copy it to "
            f"{cached.parent}), or use --extractor mnist")
     if offline():
-        raise ZooError(f"{need}, and downloads are off (ZOO_OFFLINE is set) -- {fix}")
+        raise ZooError(f"{need}, and downloads are off (ZOO_OFFLINE=1) -- {fix}")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(URL_INCEPTION_V3, str(cached), progress=False)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 from . import hookspecs
+from .env import env_flag
 from .errors import ZooError, did_you_mean
 from .hookspecs import API_VERSION, HOOKS
 
@@ -416,7 +417,7 @@ def _env_list(var: str) -> list[str] | None:
 
 def strict() -> bool:
     """``ZOO_STRICT_PLUGINS=1``: a plugin failure is an error, with its traceback."""
-    return os.environ.get("ZOO_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+    return env_flag("ZOO_STRICT_PLUGINS")
 
 
 def check_strict(reg: Registry) -> None:
