@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from conftest import MNIST_ROOT, MNIST_SETS
+from helpers import zoo_cli, zoo_env
 from plugin_env import make_dist, toy_dist
 from zoo import checkpoint
 
@@ -59,24 +60,10 @@ def site(tmp_path_factory):
     return root
 
 
-def env_for(site, **extra):
-    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1")
-    env.update({k: v for k, v in extra.items() if v is not None})
-    for k, v in extra.items():
-        if v is None:
-            env.pop(k, None)
-    return env
-
-
-def zoo(site, *args, cwd=None, timeout=300, **env):
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env=env_for(site, **env), cwd=cwd, timeout=timeout)
-
-
 def start(site, *args, script=None):
     cmd = [sys.executable, str(site / script)] if script else [sys.executable, "-m", "zoo"]
     return subprocess.Popen([*cmd, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env_for(site))
+                            env=zoo_env(site))
 
 
 def wait_for(condition, proc, timeout=120):
@@ -114,7 +101,7 @@ def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(site, tmp_
     assert not (out / "samples.png").exists()  # no final grid on an interrupt
     assert took < 60, took  # seconds, not the minutes a final grid can take
     # The printed command resumes the run.
-    r = zoo(site, *shlex.split(m.group(2))[1:], f"--set=trainer.max_steps={step + 3}")
+    r = zoo_cli(*shlex.split(m.group(2))[1:], f"--set=trainer.max_steps={step + 3}", site=site)
     assert r.returncode == 0, r.stderr
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == step + 3 and (out / "samples.png").is_file()
 
@@ -143,7 +130,7 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(site, tmp_pat
 # --- header and progress (issues 13.1, 14.4) --------------------------------------------------------
 def test_header_and_plain_progress_lines_when_stderr_is_not_a_terminal(site, tmp_path):
     out = tmp_path / "run"
-    r = zoo(site, "train", "toy", "--out", out, *DATA, "--set=trainer.progress_seconds=0.01")
+    r = zoo_cli("train", "toy", "--out", out, *DATA, "--set=trainer.progress_seconds=0.01", site=site)
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert lines[0] == f"zoo train toy -> {out}"
@@ -163,7 +150,7 @@ def test_progress_bar_on_a_terminal(site, tmp_path):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", "toy", "--out", str(tmp_path / "run"), *DATA,
                              "--set=trainer.progress_seconds=0.01"], stdout=subprocess.PIPE, stderr=slave,
-                            env=env_for(site))
+                            env=zoo_env(site))
     os.close(slave)
     chunks = []
     while True:
@@ -183,14 +170,15 @@ def test_progress_bar_on_a_terminal(site, tmp_path):
 
 
 def test_gpu_sized_configuration_on_a_cpu_warns_once_even_when_quiet(site, tmp_path):
-    r = zoo(site, "train", "sized", "--preset", "gpu", "--device", "cpu", "--quiet", "--out", tmp_path / "gpu", *DATA)
+    r = zoo_cli("train", "sized", "--preset", "gpu", "--device", "cpu", "--quiet", "--out", tmp_path / "gpu", *DATA,
+                site=site)
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr  # --quiet: no header, no progress; the warning stays
     assert re.match(r"warning: sized with preset gpu is sized for a GPU and this run is on the CPU: ETA \S+ "
                     r"\(.*\)\. For a CPU-sized run: zoo train sized --preset cpu$", lines[0]), lines[0]
-    r = zoo(site, "train", "sized", "--preset", "cpu", "--device", "cpu", "--quiet", "--out", tmp_path / "cpu", *DATA,
-            "--set=trainer.max_steps=25")
+    r = zoo_cli("train", "sized", "--preset", "cpu", "--device", "cpu", "--quiet", "--out", tmp_path / "cpu", *DATA,
+                "--set=trainer.max_steps=25", site=site)
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
@@ -203,14 +191,14 @@ def test_resume_uses_the_recorded_data_root(site, tmp_path):
             (d / f.name).symlink_to(f.resolve())
         return d
     a, b, out = copy_of_mnist("data-a"), copy_of_mnist("data-b"), tmp_path / "run"
-    r = zoo(site, "train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=10", ZOO_DATA=str(a))
+    r = zoo_cli("train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=10", env={"ZOO_DATA": a}, site=site)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["root"] == str(a.resolve())
     # The printed resume command works without the environment it started in ...
-    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=20", ZOO_DATA=None)
+    r = zoo_cli("train", "--resume", "--out", out, "--set=trainer.max_steps=20", env={"ZOO_DATA": None}, site=site)
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     # ... the run's own root wins over a ZOO_DATA that now points elsewhere, and says so in one line ...
-    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=30", ZOO_DATA=str(b))
+    r = zoo_cli("train", "--resume", "--out", out, "--set=trainer.max_steps=30", env={"ZOO_DATA": b}, site=site)
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
     assert notes == [f"note: resuming on this run's data root {a.resolve()} (config.yaml), not ZOO_DATA={b}; "
@@ -219,7 +207,7 @@ def test_resume_uses_the_recorded_data_root(site, tmp_path):
     for f in a.iterdir():
         f.unlink()
     a.rmdir()
-    r = zoo(site, "train", "--resume", "--out", out, "--set=trainer.max_steps=40", ZOO_DATA=str(b))
+    r = zoo_cli("train", "--resume", "--out", out, "--set=trainer.max_steps=40", env={"ZOO_DATA": b}, site=site)
     one_line_error(r, f"this run's data root '{a.resolve()}'", "no longer exists", f"--set data.root={b}")
 
 
@@ -238,13 +226,13 @@ def test_failed_train_leaves_no_run_directory(site, tmp_path, args, message):
     (blocker / "tensorboard" / "__init__.py").write_text("raise ImportError('not installed')\n")
     work = tmp_path / "work"
     work.mkdir()
-    r = zoo(site, "train", "toy", *DATA, *args, cwd=work, PYTHONPATH=f"{blocker}{os.pathsep}{site}")
+    r = zoo_cli("train", "toy", *DATA, *args, cwd=work, env={"PYTHONPATH": f"{blocker}{os.pathsep}{site}"})
     one_line_error(r, message)
     assert list(work.iterdir()) == [], list(work.iterdir())  # no runs/toy-TIMESTAMP, no deep/er/
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
 def test_gpus_without_a_gpu_is_an_error_unless_cpu_is_asked_for(site, tmp_path):
-    r = zoo(site, "train", "toy", "--gpus", "2", *DATA, cwd=tmp_path)
+    r = zoo_cli("train", "toy", "--gpus", "2", *DATA, cwd=tmp_path, site=site)
     one_line_error(r, "--gpus 2 but no GPU is visible here", "--device cpu")
     assert list(tmp_path.iterdir()) == []

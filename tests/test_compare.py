@@ -2,26 +2,19 @@
 one scoring path, leaderboard files, per-model loss panels, the memorisation check, a report a browser renders."""
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import MNIST_SETS
+from helpers import zoo_cli
 
 from zoo.cli import main
 from zoo.registry import model_config
 
 SETS = [a for s in MNIST_SETS for a in ("--set", s)]
-
-
-def zoo_cli(*args, cwd=None, env=None):
-    """`python -m zoo ARGS` as a user runs it: a subprocess, one torch thread (2 shared cores)."""
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          check=False, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=900)
 
 
 def invoke(*args):

@@ -1,8 +1,5 @@
 """Config keys declared once (zoo.Key): validation at every layer, the user file, provenance in show-config,
 device-chosen presets and the generated reference (docs/config.md)."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +8,7 @@ from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS, REPO
+from helpers import zoo_cli
 from zoo import Key, ZooError
 from zoo.api import run_config
 from zoo.cli import main
@@ -25,13 +23,6 @@ SETS = [a for s in MNIST_SETS for a in ("--set", s)]
 def run(*args):
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.output
-
-
-def zoo_cli(*args, cwd=None, env=None):
-    """`python -m zoo ARGS` in a fresh process: exit code and stdout + stderr."""
-    proc = subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def one_line_error(code, out):
@@ -138,12 +129,12 @@ def test_a_run_whose_config_holds_null_for_a_nullable_key_loads(tmp_path):
 
 
 def test_cli_range_errors_exit_2_with_one_line_and_no_run_directory(tmp_path):
-    code, out = zoo_cli("train", "vae", "--preset", "tiny", *SETS, "--set", "trainer.batch_size=-4", cwd=tmp_path)
-    assert "trainer.batch_size=-4 (in --set) must be >= 1" in one_line_error(code, out)
+    r = zoo_cli("train", "vae", "--preset", "tiny", *SETS, "--set", "trainer.batch_size=-4", cwd=tmp_path)
+    assert "trainer.batch_size=-4 (in --set) must be >= 1" in one_line_error(r.returncode, r.output)
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  batch_size: -4\n")
-    code, out = zoo_cli("train", "vae", "-c", f, "--out", tmp_path / "run", cwd=tmp_path)
-    assert f"trainer.batch_size=-4 (in -c file '{f}') must be >= 1" in one_line_error(code, out)
+    r = zoo_cli("train", "vae", "-c", f, "--out", tmp_path / "run", cwd=tmp_path)
+    assert f"trainer.batch_size=-4 (in -c file '{f}') must be >= 1" in one_line_error(r.returncode, r.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no runs/, no run directory
 
 
@@ -258,8 +249,10 @@ def test_show_config_names_each_values_source_and_explains(tmp_path):
 
 
 def test_show_config_validates_exactly_as_train_does(tmp_path):
-    shown = one_line_error(*zoo_cli("show-config", "vae", "--set", "model.arch=foo"))
-    trained = one_line_error(*zoo_cli("train", "vae", *SETS, "--set", "model.arch=foo", "--out", tmp_path / "run"))
+    r = zoo_cli("show-config", "vae", "--set", "model.arch=foo")
+    shown = one_line_error(r.returncode, r.output)
+    r = zoo_cli("train", "vae", *SETS, "--set", "model.arch=foo", "--out", tmp_path / "run")
+    trained = one_line_error(r.returncode, r.output)
     assert shown == trained and "model.arch='foo' (in --set) is not one of mlp, conv" in shown
     # a value only the model itself rejects (not its declaration): show-config builds it on the meta device
     args = ["dcgan", "--set", "data.image_size=30"]

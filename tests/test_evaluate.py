@@ -13,6 +13,7 @@ from torchvision.utils import save_image
 
 import zoo
 from conftest import MNIST_SETS
+from helpers import zoo_cli
 from plugin_env import toy_dist
 from zoo import ZooError
 from zoo.cli import main
@@ -259,13 +260,6 @@ def test_eval_net_train_is_deterministic_and_records_its_data(tmp_path):
 
 
 # --- CLI-level checks (subprocess: exit code, one line, no traceback) -------------------------------
-def zoo_cli(*args, env=None):
-    import os
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
-
-
 def assert_subprocess_error(r, *needles):
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout, r.stderr
     lines = r.stderr.strip().splitlines()

@@ -3,7 +3,6 @@ the VAE's ELBO and importance-weighted bounds, and the CLI on real MNIST (CPU)."
 import json
 import math
 import os
-import subprocess
 import sys
 
 import pytest
@@ -12,6 +11,7 @@ from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS
+from helpers import zoo_cli
 from plugin_env import toy_dist
 from zoo import ZooError, ZooModel
 from zoo.cli import main
@@ -155,11 +155,6 @@ def test_same_seed_same_bound(vaes):
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
-def zoo_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
-
-
 def test_cli_nll_reports_bits_per_dim_n_and_time(vaes):
     run, _, _ = vaes
     r = zoo_cli("eval", run, "--nll", "--nll-n", 100, "--nll-option", "samples=8", "--metrics", "none", "--json")

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS, REPO
+from helpers import zoo_cli
 from plugin_env import BROKEN_SOURCES, make_dist, toy_dist
 from zoo import hookimpl
 from zoo.cli import main
@@ -148,9 +149,8 @@ def test_guide_example_plugin_is_short_and_trains(tmp_path, monkeypatch, fresh_r
     reg = registry(reload=True)
     assert not [f for f in reg.failures if f.plugin == "mlp-vae"], reg.failures
     assert reg.models["mlp-vae"].plugin == "mlp-vae"
-    train = subprocess.run([sys.executable, "-m", "zoo", "train", "mlp-vae", "--preset", "tiny", *SETS, "--set",
-                            "trainer.max_steps=60", "--set", "trainer.log_every=20", "--out", str(tmp_path / "run")],
-                           env=subprocess_env(PYTHONPATH=str(root)), capture_output=True, text=True, timeout=180)
+    train = zoo_cli("train", "mlp-vae", "--preset", "tiny", *SETS, "--set", "trainer.max_steps=60", "--set",
+                    "trainer.log_every=20", "--out", tmp_path / "run", site=root, timeout=180)
     assert train.returncode == 0, train.stderr
     rows = metrics(tmp_path / "run")
     assert rows[-1]["loss"] < rows[0]["loss"]

@@ -13,17 +13,12 @@ import torch
 
 import zoo
 from conftest import MNIST_SETS
+from helpers import zoo_cli
 from zoo import ZooError, checkpoint
 from zoo.cli import main
 from click.testing import CliRunner
 
 DATA = [f"--set={s}" for s in MNIST_SETS]
-
-
-def zoo_cli(toy_site, *args, timeout=300, module="zoo"):
-    env = dict(os.environ, PYTHONPATH=str(toy_site), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
 
 
 def metrics(run_dir):
@@ -99,15 +94,15 @@ def test_sigkill_then_resume_is_bitwise_identical(toy_site, tmp_path, model):
     common = ["--set=trainer.max_steps=60", "--set=trainer.checkpoint_every=20", "--set=trainer.log_every=7",
               "--set=ema.enabled=true", "--set=trainer.warmup_steps=10", *DATA]
     full, broken = tmp_path / "full", tmp_path / "broken"
-    r = zoo_cli(toy_site, "train", model, "--out", str(full), *common)
+    r = zoo_cli("train", model, "--out", str(full), *common, site=toy_site)
     assert r.returncode == 0, r.stderr
     # The process kills itself (SIGKILL) in the middle of step 47 -- after the step-40 checkpoint.
     kill_call = 47 * (3 if model == "toygan" else 1) - 1
-    r = zoo_cli(toy_site, "train", model, "--out", str(broken), *common, f"--set=model.signal_at={kill_call}")
+    r = zoo_cli("train", model, "--out", str(broken), *common, f"--set=model.signal_at={kill_call}", site=toy_site)
     assert r.returncode == -signal.SIGKILL
     assert checkpoint.load(broken / "checkpoints" / "last.pt")["step"] == 40
     assert max(row["step"] for row in metrics(broken)) > 40  # logged past the checkpoint before dying
-    r = zoo_cli(toy_site, "train", "--resume", "--out", str(broken), "--set=model.signal_at=null")
+    r = zoo_cli("train", "--resume", "--out", str(broken), "--set=model.signal_at=null", site=toy_site)
     assert r.returncode == 0, r.stderr
     assert_same_state(full, broken)
     assert losses(full) == losses(broken)
@@ -124,12 +119,12 @@ def test_resume_extends_with_more_steps(toy, tmp_path):
 
 def test_sigterm_saves_and_exits_with_resume_hint(toy_site, tmp_path):
     out = tmp_path / "r"
-    r = zoo_cli(toy_site, "train", "toy", "--out", str(out), *DATA, "--set=model.signal_at=13",
-                "--set=model.signal=SIGTERM")
+    r = zoo_cli("train", "toy", "--out", str(out), *DATA, "--set=model.signal_at=13",
+                "--set=model.signal=SIGTERM", site=toy_site)
     assert r.returncode == 130
     assert "zoo train --resume --out" in r.stderr
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 13
-    r = zoo_cli(toy_site, "train", "--resume", "--out", str(out), "--set=model.signal_at=null")
+    r = zoo_cli("train", "--resume", "--out", str(out), "--set=model.signal_at=null", site=toy_site)
     assert r.returncode == 0 and checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 40
 
 
@@ -177,7 +172,7 @@ def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, t
     last = out / "checkpoints" / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    r = zoo_cli(toy_site, "sample", str(out), "-n", "4", "--out", str(tmp_path / "g.png"))
+    r = zoo_cli("sample", str(out), "-n", "4", "--out", str(tmp_path / "g.png"), site=toy_site)
     assert r.returncode == 2 and "truncated or corrupt" in r.stderr and str(last) in r.stderr
     assert "Traceback" not in r.stderr
     last.write_bytes(data)
@@ -188,8 +183,8 @@ def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, t
 # --- non-finite losses ----------------------------------------------------------------------
 def test_nan_loss_stops_with_clear_message(toy_site, tmp_path):
     out = tmp_path / "r"
-    r = zoo_cli(toy_site, "train", "toy", "--out", str(out), *DATA, "--set=model.fail_at=17",
-                "--set=trainer.checkpoint_every=5")
+    r = zoo_cli("train", "toy", "--out", str(out), *DATA, "--set=model.fail_at=17",
+                "--set=trainer.checkpoint_every=5", site=toy_site)
     assert r.returncode == 1
     assert "non-finite loss at step 17" in r.stderr and "loss=nan" in r.stderr and "Traceback" not in r.stderr
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 15
@@ -220,9 +215,9 @@ def test_zoo_sample_outputs(toy, toy_site, tmp_path):
 def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
     common = [*DATA, "--set=model.dropout=0.0", "--set=trainer.max_steps=12", "--set=trainer.batch_size=32",
               "--set=trainer.device=cpu"]
-    r = zoo_cli(toy_site, "train", "toy", "--out", str(tmp_path / "one"), *common)
+    r = zoo_cli("train", "toy", "--out", str(tmp_path / "one"), *common, site=toy_site)
     assert r.returncode == 0, r.stderr
-    r = zoo_cli(toy_site, "train", "toy", "--gpus", "2", "--out", str(tmp_path / "two"), *common)
+    r = zoo_cli("train", "toy", "--gpus", "2", "--out", str(tmp_path / "two"), *common, site=toy_site)
     assert r.returncode == 0, r.stderr
     one = checkpoint.load(tmp_path / "one" / "checkpoints" / "last.pt")
     two = checkpoint.load(tmp_path / "two" / "checkpoints" / "last.pt")
@@ -237,10 +232,10 @@ def test_torchrun_one_process_trains_under_ddp_and_matches_a_plain_run(toy_site,
     GPU): the DDP path, the same weights as a plain run."""
     common = [*DATA, "--set=model.dropout=0.0", "--set=trainer.max_steps=6", "--set=trainer.batch_size=32",
               "--set=trainer.device=cpu"]
-    r = zoo_cli(toy_site, "train", "toy", "--out", str(tmp_path / "plain"), *common)
+    r = zoo_cli("train", "toy", "--out", str(tmp_path / "plain"), *common, site=toy_site)
     assert r.returncode == 0, r.stderr
-    r = zoo_cli(toy_site, "--standalone", "--nproc-per-node=1", "-m", "zoo", "train", "toy", "--out",
-                str(tmp_path / "ddp"), *common, module="torch.distributed.run")
+    r = zoo_cli("--standalone", "--nproc-per-node=1", "-m", "zoo", "train", "toy", "--out",
+                str(tmp_path / "ddp"), *common, module="torch.distributed.run", site=toy_site)
     assert r.returncode == 0, r.stderr
     assert "1 process under DistributedDataParallel" in r.stderr
     plain = checkpoint.load(tmp_path / "plain" / "checkpoints" / "last.pt")
@@ -253,11 +248,9 @@ def test_gan_phases_under_ddp_two_processes(tmp_path):
     """A GAN's d and g phases each run through their own DDP (zoo/distributed.py); the replicas must
     end with the same weights -- the trainer checks that at every save and fails loudly otherwise."""
     out = tmp_path / "gan"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "zoo", "train", "gan", "--preset", "tiny", "--gpus", "2", "--device",
-                        "cpu", "--out", str(out), *DATA, "--set=trainer.max_steps=6", "--set=trainer.batch_size=32",
-                        "--set=trainer.log_every=3", "--set=trainer.checkpoint_every=3", "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = zoo_cli("train", "gan", "--preset", "tiny", "--gpus", "2", "--device", "cpu", "--out", out, *DATA,
+                "--set=trainer.max_steps=6", "--set=trainer.batch_size=32", "--set=trainer.log_every=3",
+                "--set=trainer.checkpoint_every=3", "--quiet", timeout=600)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "meta.json").read_text())["world_size"] == 2
     rows = metrics(out)
