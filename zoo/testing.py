@@ -27,6 +27,7 @@ import copy
 import io
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -48,177 +49,222 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
                          n_samples: int = 4) -> ZooModel:
     """Check model ``name`` (a registered model) against the contract; returns the model built.
 
-    What is checked:
+    Each clause is one function of :data:`MODEL_CLAUSES`, checked in this order; a failure names the model
+    and the clause (``model 'my-vae' (sample): ...``):
 
-    * it is registered with a description and ships ``preset``; the config resolves;
-    * it can be built on the ``meta`` device (``zoo list`` counts parameters that way)
+    * ``registration``: it is registered with a description and ships ``preset``; the config resolves;
+    * ``construction``: it can be built on the ``meta`` device (``zoo list`` counts parameters that way)
       and for real; ``data_range`` is ``(lo, hi)`` with ``lo < hi``;
-    * ``configure_optimizers`` / ``phases``: every phase names an optimizer, repeats >= 1,
+    * ``input``: a real batch of the configured data, in the model's range, has ``image_shape``;
+    * ``optimizers``: ``configure_optimizers`` / ``phases``: every phase names an optimizer, repeats >= 1,
       every trainable parameter is optimized;
-    * ``training_loss(x, phase)`` for every phase returns a dict with a finite scalar
-      ``"loss"`` that back-propagates finite gradients into that phase's parameters;
-      every other entry is a finite scalar;
-    * ``sample(n, generator)``: shape ``(n, C, H, W)``, float32, within [0, 1], finite;
-      the same seed gives the same images, another seed other images; torch's global
-      RNG is left alone; unknown sampling options are rejected;
+    * ``training_loss``: ``training_loss(x, phase)`` for every phase returns a dict with a finite scalar
+      ``"loss"`` that back-propagates finite gradients into that phase's parameters; every other entry
+      is a finite scalar;
+    * ``sample``: ``sample(n, generator)`` has shape ``(n, C, H, W)``, float32, within [0, 1], finite;
+      the same seed gives the same images, another seed other images; torch's global RNG is left alone;
+      unknown sampling options are rejected;
     * ``reconstruct`` (when implemented): same shape, within [0, 1];
-    * ``steps`` optimizer steps on one fixed batch lower the loss (one-phase models;
-      for several phases: all losses stay finite);
-    * after ``after_training``, a fresh model loaded from a ``weights_only`` round trip of
-      ``state_dict()`` -- and a deep copy, as the trainer's EMA makes -- draws the same
-      samples: nothing sampling depends on lives outside the state dict.
+    * ``learning``: ``steps`` optimizer steps on one fixed batch lower the loss (one-phase models; for
+      several phases: all losses stay finite);
+    * ``state_dict``: after ``after_training``, a fresh model loaded from a ``weights_only`` round trip of
+      ``state_dict()`` -- and a deep copy, as the trainer's EMA makes -- draws the same samples: nothing
+      sampling depends on lives outside the state dict.
     """
-    from .data import load_images, to_model_input
-    from .registry import complete_data_config, create_model, model_config, registry
+    subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
+    for clause in MODEL_CLAUSES:
+        subject.clause = clause.__name__.removeprefix("_check_")
+        clause(subject)
+    return subject.model
 
-    def fail(what: str) -> AssertionError:
-        return AssertionError(f"model '{name}': {what}")
 
-    entry = registry().model(name)
+@dataclass
+class _Subject:
+    """The model under :func:`check_model_contract`, with what its clauses share (filled in as they pass)."""
+    name: str
+    preset: str | None
+    sets: list
+    images: torch.Tensor | None
+    batch_size: int
+    steps: int
+    n_samples: int
+    clause: str = ""
+    cfg: Any = None
+    model: ZooModel | None = None
+    x: torch.Tensor | None = None
+    optimizers: dict = field(default_factory=dict)
+    phases: list = field(default_factory=list)
+
+    def fail(self, what: str) -> AssertionError:
+        return AssertionError(f"model '{self.name}' ({self.clause}): {what}")
+
+    def draw(self, model: ZooModel, seed: int) -> torch.Tensor:
+        return model.sample(self.n_samples, torch.Generator().manual_seed(seed))
+
+    def loss_at(self, phase: str, seed: int = 1234) -> torch.Tensor:
+        torch.manual_seed(seed)  # the same noise/timesteps for the before/after comparison
+        return self.model.training_loss(self.x, phase)["loss"].detach()  # (with grad: a loss may need autograd)
+
+
+def _check_registration(s: _Subject) -> None:
+    from .registry import complete_data_config, model_config, registry
+    entry = registry().model(s.name)
     if not entry.description:
-        raise fail("has no description (set the class attribute `description`, shown by `zoo list`)")
-    if preset is not None and preset not in entry.presets:
-        raise fail(f"ships no '{preset}' preset (presets: {', '.join(entry.presets) or 'none'})")
-    cfg = model_config(name, preset=preset, sets=list(sets))
-    complete_data_config(cfg)
+        raise s.fail("has no description (set the class attribute `description`, shown by `zoo list`)")
+    if s.preset is not None and s.preset not in entry.presets:
+        raise s.fail(f"ships no '{s.preset}' preset (presets: {', '.join(entry.presets) or 'none'})")
+    s.cfg = model_config(s.name, preset=s.preset, sets=s.sets)
+    complete_data_config(s.cfg)
 
-    # construction: on the meta device (cheap parameter counting), then for real
+
+def _check_construction(s: _Subject) -> None:
+    """On the meta device (cheap parameter counting), then for real."""
+    from .registry import create_model
     with torch.device("meta"):
-        meta_model = create_model(name, copy.deepcopy(cfg))
+        meta_model = create_model(s.name, copy.deepcopy(s.cfg))
     if sum(p.numel() for p in meta_model.parameters()) == 0:
-        raise fail("has no parameters")
+        raise s.fail("has no parameters")
     torch.manual_seed(0)
-    model = create_model(name, copy.deepcopy(cfg))
-    lo, hi = (float(v) for v in model.data_range)
+    s.model = create_model(s.name, copy.deepcopy(s.cfg))
+    lo, hi = (float(v) for v in s.model.data_range)
     if not lo < hi:
-        raise fail(f"data_range {model.data_range} is not (lo, hi) with lo < hi")
-    shape = tuple(model.image_shape)
+        raise s.fail(f"data_range {s.model.data_range} is not (lo, hi) with lo < hi")
 
-    # a real batch in the model's range
-    if images is None:
-        images = load_images(cfg.data, "train")[:batch_size]
-    x = to_model_input(images[:batch_size], int(cfg.data.image_size), int(cfg.data.channels),
-                       model.data_range, cfg.data.resize)
-    if tuple(x.shape[1:]) != shape:
-        raise fail(f"image_shape {shape} does not match the data's {tuple(x.shape[1:])}")
 
-    # optimizers and phases
-    optimizers = model.configure_optimizers()
-    phases = [(str(p), int(r)) for p, r in model.phases()]
-    if not phases:
-        raise fail("phases() is empty")
-    for phase, repeats in phases:
-        if phase not in optimizers:
-            raise fail(f"phase '{phase}' has no optimizer (configure_optimizers() gave {sorted(optimizers)})")
+def _check_input(s: _Subject) -> None:
+    """A real batch in the model's range has the model's ``image_shape``."""
+    from .data import load_images, to_model_input
+    data = s.cfg.data
+    images = s.images if s.images is not None else load_images(data, "train")[:s.batch_size]
+    s.x = to_model_input(images[:s.batch_size], int(data.image_size), int(data.channels), s.model.data_range,
+                         data.resize)
+    shape = tuple(s.model.image_shape)
+    if tuple(s.x.shape[1:]) != shape:
+        raise s.fail(f"image_shape {shape} does not match the data's {tuple(s.x.shape[1:])}")
+
+
+def _check_optimizers(s: _Subject) -> None:
+    s.optimizers = s.model.configure_optimizers()
+    s.phases = [(str(p), int(r)) for p, r in s.model.phases()]
+    if not s.phases:
+        raise s.fail("phases() is empty")
+    for phase, repeats in s.phases:
+        if phase not in s.optimizers:
+            raise s.fail(f"phase '{phase}' has no optimizer (configure_optimizers() gave {sorted(s.optimizers)})")
         if repeats < 1:
-            raise fail(f"phase '{phase}' repeats {repeats} times (must be >= 1)")
-    optimized = {id(p) for o in optimizers.values() for g in o.param_groups for p in g["params"]}
-    idle = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in optimized]
+            raise s.fail(f"phase '{phase}' repeats {repeats} times (must be >= 1)")
+    optimized = {id(p) for o in s.optimizers.values() for g in o.param_groups for p in g["params"]}
+    idle = [n for n, p in s.model.named_parameters() if p.requires_grad and id(p) not in optimized]
     if idle:
-        raise fail(f"trainable parameters in no optimizer: {', '.join(idle[:5])}")
+        raise s.fail(f"trainable parameters in no optimizer: {', '.join(idle[:5])}")
 
-    # training_loss for every phase
-    model.train()
-    for phase, _ in phases:
-        opt = optimizers[phase]
+
+def _check_training_loss(s: _Subject) -> None:
+    s.model.train()
+    for phase, _ in s.phases:
+        opt = s.optimizers[phase]
         opt.zero_grad(set_to_none=True)
-        out = model.training_loss(x, phase)
+        out = s.model.training_loss(s.x, phase)
         if not isinstance(out, dict) or "loss" not in out:
-            raise fail(f"training_loss(x, '{phase}') must return a dict with 'loss', got {type(out).__name__}")
+            raise s.fail(f"training_loss(x, '{phase}') must return a dict with 'loss', got {type(out).__name__}")
         for key, value in out.items():
             if not (torch.is_tensor(value) and value.dim() == 0 and value.is_floating_point()):
-                raise fail(f"training_loss(x, '{phase}')['{key}'] is not a float scalar tensor: {value!r}")
+                raise s.fail(f"training_loss(x, '{phase}')['{key}'] is not a float scalar tensor: {value!r}")
             if not torch.isfinite(value.detach()):
-                raise fail(f"training_loss(x, '{phase}')['{key}'] is not finite: {float(value)}")
+                raise s.fail(f"training_loss(x, '{phase}')['{key}'] is not finite: {float(value)}")
         if not out["loss"].requires_grad:
-            raise fail(f"training_loss(x, '{phase}')['loss'] does not require grad (detached?)")
+            raise s.fail(f"training_loss(x, '{phase}')['loss'] does not require grad (detached?)")
         out["loss"].backward()
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
         if not grads:
-            raise fail(f"the loss of phase '{phase}' gives no gradient to that phase's parameters")
+            raise s.fail(f"the loss of phase '{phase}' gives no gradient to that phase's parameters")
         if not all(bool(torch.isfinite(gr).all()) for gr in grads):
-            raise fail(f"the loss of phase '{phase}' gives non-finite gradients")
+            raise s.fail(f"the loss of phase '{phase}' gives non-finite gradients")
         opt.zero_grad(set_to_none=True)
 
-    # sampling
-    def draw(m: ZooModel, seed: int) -> torch.Tensor:
-        return m.sample(n_samples, torch.Generator().manual_seed(seed))
 
-    model.eval()
+def _check_sample(s: _Subject) -> None:
+    model, n, shape = s.model.eval(), s.n_samples, tuple(s.model.image_shape)
     rng = torch.get_rng_state()
-    first = draw(model, 0)
+    first = s.draw(model, 0)
     if not torch.equal(torch.get_rng_state(), rng):
-        raise fail("sample() used torch's global RNG: draw noise only with the `generator` it is given")
-    if not torch.is_tensor(first) or tuple(first.shape) != (n_samples, *shape):
-        raise fail(f"sample({n_samples}, g) has shape {tuple(getattr(first, 'shape', ()))}, "
-                   f"expected {(n_samples, *shape)}")
+        raise s.fail("sample() used torch's global RNG: draw noise only with the `generator` it is given")
+    if not torch.is_tensor(first) or tuple(first.shape) != (n, *shape):
+        raise s.fail(f"sample({n}, g) has shape {tuple(getattr(first, 'shape', ()))}, expected {(n, *shape)}")
     if first.dtype != torch.float32:
-        raise fail(f"sample() returned {first.dtype}, expected torch.float32 (zoo.contract.to_unit does it)")
+        raise s.fail(f"sample() returned {first.dtype}, expected torch.float32 (zoo.contract.to_unit does it)")
     if not bool(torch.isfinite(first).all()) or first.min() < 0 or first.max() > 1:
-        raise fail(f"sample() values must be finite and within [0, 1], got [{float(first.min())}, "
-                   f"{float(first.max())}]")
-    if not torch.equal(first, draw(model, 0)):
-        raise fail("sample() with the same seed gave different images")
-    if torch.equal(first, draw(model, 1)):
-        raise fail("sample() with another seed gave the same images")
+        raise s.fail(f"sample() values must be finite and within [0, 1], got [{float(first.min())}, "
+                     f"{float(first.max())}]")
+    if not torch.equal(first, s.draw(model, 0)):
+        raise s.fail("sample() with the same seed gave different images")
+    if torch.equal(first, s.draw(model, 1)):
+        raise s.fail("sample() with another seed gave the same images")
     try:
         model.sample(1, torch.Generator().manual_seed(0), no_such_option=1)
     except (ZooError, TypeError, ValueError):
         pass
     else:
-        raise fail("sample() accepted an unknown option; reject what you do not understand")
+        raise s.fail("sample() accepted an unknown option; reject what you do not understand")
 
+
+def _check_reconstruct(s: _Subject) -> None:
     try:
-        rec = model.reconstruct(x)
+        rec = s.model.reconstruct(s.x)
     except NotImplementedError:
-        rec = None
-    if rec is not None and (tuple(rec.shape) != tuple(x.shape) or rec.min() < 0 or rec.max() > 1):
-        raise fail(f"reconstruct(x) must give {tuple(x.shape)} images in [0, 1], got {tuple(rec.shape)} "
-                   f"in [{float(rec.min())}, {float(rec.max())}]")
+        return
+    if rec is not None and (tuple(rec.shape) != tuple(s.x.shape) or rec.min() < 0 or rec.max() > 1):
+        raise s.fail(f"reconstruct(x) must give {tuple(s.x.shape)} images in [0, 1], got {tuple(rec.shape)} "
+                     f"in [{float(rec.min())}, {float(rec.max())}]")
 
-    # a few optimizer steps on one fixed batch
-    model.train()
 
-    def loss_at(phase: str, seed: int = 1234) -> torch.Tensor:
-        torch.manual_seed(seed)  # the same noise/timesteps for the before/after comparison
-        return model.training_loss(x, phase)["loss"].detach()  # (with grad: a loss may need autograd inside)
-
-    before = {phase: loss_at(phase) for phase, _ in phases}
+def _check_learning(s: _Subject) -> None:
+    """A few optimizer steps on one fixed batch."""
+    s.model.train()
+    before = {phase: s.loss_at(phase) for phase, _ in s.phases}
     torch.manual_seed(0)
-    for _ in range(steps):
-        for phase, repeats in phases:
+    for _ in range(s.steps):
+        for phase, repeats in s.phases:
             for _ in range(repeats):
-                optimizers[phase].zero_grad(set_to_none=True)
-                model.training_loss(x, phase)["loss"].backward()
-                optimizers[phase].step()
-    after = {phase: loss_at(phase) for phase, _ in phases}
+                s.optimizers[phase].zero_grad(set_to_none=True)
+                s.model.training_loss(s.x, phase)["loss"].backward()
+                s.optimizers[phase].step()
+    after = {phase: s.loss_at(phase) for phase, _ in s.phases}
     for phase, value in after.items():
         if not torch.isfinite(value):
-            raise fail(f"the '{phase}' loss is not finite after {steps} steps on one batch: {float(value)}")
-    if len(phases) == 1:
-        (phase, _), = phases
+            raise s.fail(f"the '{phase}' loss is not finite after {s.steps} steps on one batch: {float(value)}")
+    if len(s.phases) == 1:
+        (phase, _), = s.phases
         if not after[phase] < before[phase]:
-            raise fail(f"{steps} optimizer steps on one fixed batch did not lower the loss "
-                       f"({float(before[phase]):.5g} -> {float(after[phase]):.5g})")
+            raise s.fail(f"{s.steps} optimizer steps on one fixed batch did not lower the loss "
+                         f"({float(before[phase]):.5g} -> {float(after[phase]):.5g})")
 
-    # after_training, then everything sampling needs must be in the state dict
+
+def _check_state_dict(s: _Subject) -> None:
+    """After ``after_training``, everything sampling needs must be in the state dict."""
+    from .registry import create_model
+    model, x = s.model, s.x
     with torch.no_grad():
         model.after_training(iter([x[: len(x) // 2], x[len(x) // 2:]]))
     model.eval()
-    reference = draw(model, 0)
+    reference = s.draw(model, 0)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
     torch.manual_seed(1)  # a different initialisation: only the state dict may make them equal
-    fresh = create_model(name, copy.deepcopy(cfg))
+    fresh = create_model(s.name, copy.deepcopy(s.cfg))
     fresh.load_state_dict(state)
-    if not torch.equal(draw(fresh.eval(), 0), reference):
-        raise fail("a fresh model loaded from state_dict() samples differently: sampling depends on "
-                   "state outside the state dict (keep fitted values in buffers)")
-    if not torch.equal(draw(copy.deepcopy(model), 0), reference):
-        raise fail("a deep copy (as the trainer's EMA makes) samples differently")
-    return model
+    if not torch.equal(s.draw(fresh.eval(), 0), reference):
+        raise s.fail("a fresh model loaded from state_dict() samples differently: sampling depends on "
+                     "state outside the state dict (keep fitted values in buffers)")
+    if not torch.equal(s.draw(copy.deepcopy(model), 0), reference):
+        raise s.fail("a deep copy (as the trainer's EMA makes) samples differently")
+
+
+MODEL_CLAUSES = (_check_registration, _check_construction, _check_input, _check_optimizers, _check_training_loss,
+                 _check_sample, _check_reconstruct, _check_learning, _check_state_dict)
+"""The clauses of the model contract, in the order :func:`check_model_contract` checks them."""
 
 
 def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLike | None = None,
