@@ -1,4 +1,4 @@
-"""Start-up time of the `zoo` command line (issue 14.11): wall clock of each command, run as a user runs it.
+"""Start-up time of the `zoo` command line: wall clock of each command, run as a user runs it.
 
 Targets on a 2-core CPU machine: `zoo --help` and `zoo COMMAND --help` under 0.5 s; `zoo list` under 2 s
 once its index is built. Each command runs as a fresh process through the installed `zoo` console script;

@@ -1,4 +1,4 @@
-"""The whole GPU proof of zoo in one command (issue 17): CUDA tests, training and sampling throughput
+"""The whole GPU proof of zoo in one command: CUDA tests, training and sampling throughput
 against denoising-diffusion-pytorch, evaluation speed, and a GPU MNIST study -- about 25 minutes on one H100.
 
 Stages, in order (``--stages`` picks some; each has a time budget and writes its results as it goes):

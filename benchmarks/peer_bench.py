@@ -1,4 +1,4 @@
-"""zoo's DDPM against its peers on the CPU, side by side: one command for issue 13.4's measurements.
+"""zoo's DDPM against its peers on the CPU, side by side, every measurement in one command.
 
 Installs the peers when missing (``diffusers``, ``denoising-diffusion-pytorch``, ``ema-pytorch``, with
 this Python's pip), then measures on ``--threads`` CPU threads (2), fp32, batch ``--batch`` (32), networks

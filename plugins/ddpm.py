@@ -512,7 +512,7 @@ class DDPM(ZooModel):
             "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
             "compile_sampler": Key(False, "torch.compile the network for sampling"),
-            # --- training recipe and the dpm++ sampler (issue 13) ---
+            # --- training recipe and the dpm++ sampler ---
             "loss_weighting": Key("none", "per-timestep loss weight: none, or min_snr (Hang et al. 2023)",
                                   choices=LOSS_WEIGHTINGS),
             "min_snr_gamma": Key(5.0, "gamma of min_snr: the x0 error is weighted by min(SNR, gamma)", gt=0),

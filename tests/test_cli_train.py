@@ -81,7 +81,7 @@ def one_line_error(r, *fragments):
         assert f in r.stderr, r.stderr
 
 
-# --- Ctrl-C (issue 14.1) -----------------------------------------------------------------------------
+# --- Ctrl-C -------------------------------------------------------------------------------------------
 def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(site, tmp_path):
     out = tmp_path / "run"
     proc = start(site, "train", "toy", "--out", out, *DATA, "--set=trainer.max_steps=100000",
@@ -127,7 +127,7 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(site, tmp_pat
     assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]  # the half-written file is gone
 
 
-# --- header and progress (issues 13.1, 14.4) --------------------------------------------------------
+# --- header and progress ------------------------------------------------------------------------------
 def test_header_and_plain_progress_lines_when_stderr_is_not_a_terminal(site, tmp_path):
     out = tmp_path / "run"
     r = zoo_cli("train", "toy", "--out", out, *DATA, "--set=trainer.progress_seconds=0.01", site=site)
@@ -182,7 +182,7 @@ def test_gpu_sized_configuration_on_a_cpu_warns_once_even_when_quiet(site, tmp_p
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
-# --- the data root is part of the run (issue 14.3) ---------------------------------------------------
+# --- the data root is part of the run -----------------------------------------------------------------
 def test_resume_uses_the_recorded_data_root(site, tmp_path):
     def copy_of_mnist(name):
         d = tmp_path / name
@@ -211,7 +211,7 @@ def test_resume_uses_the_recorded_data_root(site, tmp_path):
     one_line_error(r, f"this run's data root '{a.resolve()}'", "no longer exists", f"--set data.root={b}")
 
 
-# --- a failed start leaves nothing behind (issue 14.9), --gpus without a GPU (issue 14.10) -------------
+# --- a failed start leaves nothing behind, --gpus without a GPU ---------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["--set=data.root=nowhere", "--out", "deep/er/run"], "data root 'nowhere' (from data.root) does not exist"),
     (["--set=trainer.batch_size=20000"], "larger than the 9000 training images"),

@@ -59,7 +59,7 @@ def _params(n) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
-def _show(value) -> str:
+def _literal(value) -> str:
     """A default as one would write it after --set."""
     import json
     if value is None or isinstance(value, bool):
@@ -136,23 +136,23 @@ def _model_detail(snap: dict, name: str) -> str:
     out.append("")
     if m["settings"]:
         out.append(f"settings (--set KEY=VALUE; `zoo show-config {name}` prints the whole config):")
-        out.append(_table([[s["key"], _show(s["default"]), s["valid"], s["help"]] for s in m["settings"]],
+        out.append(_table([[s["key"], _literal(s["default"]), s["valid"], s["help"]] for s in m["settings"]],
                           ["key", "default", "valid values", "help"], "  "))
     else:
         out.append("settings: none of its own (model.*)")
     if m["defaults"]:
-        out.append("  it also sets: " + ", ".join(f"{k}={_show(v)}" for k, v in m["defaults"].items()))
+        out.append("  it also sets: " + ", ".join(f"{k}={_literal(v)}" for k, v in m["defaults"].items()))
     out.append("")
     if m["sample_options"]:
         out.append("sampling options (zoo sample / eval / compare --option NAME=VALUE):")
-        out.append(_table([[o["name"], _show(o["default"]), o["valid"], o["help"]] for o in m["sample_options"]],
+        out.append(_table([[o["name"], _literal(o["default"]), o["valid"], o["help"]] for o in m["sample_options"]],
                           ["option", "default", "valid values", "help"], "  "))
     else:
         out.append("sampling options: none")
     if m.get("likelihood_options"):  # .get: a catalog cached before they were listed
         out.append("")
         out.append("likelihood options (zoo eval / compare --nll --nll-option NAME=VALUE):")
-        out.append(_table([[o["name"], _show(o["default"]), o["valid"], o["help"]] for o in m["likelihood_options"]],
+        out.append(_table([[o["name"], _literal(o["default"]), o["valid"], o["help"]] for o in m["likelihood_options"]],
                           ["option", "default", "valid values", "help"], "  "))
     return "\n".join(out)
 
