@@ -202,7 +202,7 @@ class Registry:
                              f"(upgrade {'zoo' if wanted > API_VERSION else 'the plugin'})", distribution=distribution)
             return None
         proxy = _Proxy(module, name)
-        for attr, opts in _hook_functions(module):
+        for attr, opts in _hook_functions(self.pm, module):
             hook = opts.get("specname") or attr
             if hook not in HOOKS:
                 close = difflib.get_close_matches(hook, HOOKS, n=1)
@@ -265,8 +265,7 @@ class Registry:
                 except Exception as e:  # noqa: BLE001 - isolate the broken plugin
                     self._hook_failed(plugin, hook, e)
                     return None
-        guarded.zoo_impl = dict(opts)
-        return guarded
+        return hookspecs.hookimpl(**opts)(guarded)  # marked as the plugin's function was
 
     @contextlib.contextmanager
     def _running(self, plugin: str):
@@ -394,17 +393,18 @@ def _contract_problem(cls) -> str | None:
     return None
 
 
-def _hook_functions(module: Any) -> list[tuple[str, dict]]:
+def _hook_functions(pm: pluggy.PluginManager, module: Any) -> list[tuple[str, dict]]:
     """``(attribute, hookimpl options)`` for every ``@hookimpl`` function of ``module`` -- typos such as
-    ``zoo_register_model`` included (pluggy would accept those silently and never call them)."""
+    ``zoo_register_model`` included (pluggy would accept those silently and never call them). The options are
+    what pluggy itself reads when registering (``parse_hookimpl_opts``)."""
     found = []
     for attr in dir(module):
         try:
-            opts = getattr(getattr(module, attr), "zoo_impl", None)
+            opts = pm.parse_hookimpl_opts(module, attr)
         except Exception:  # noqa: BLE001 - odd attributes are not hooks
             continue
-        if isinstance(opts, dict) and inspect.isroutine(getattr(module, attr)):
-            found.append((attr, opts))
+        if opts is not None:
+            found.append((attr, dict(opts)))
     return found
 
 
