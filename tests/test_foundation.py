@@ -156,7 +156,7 @@ class RaisingWrapper:
     @hookimpl(wrapper=True)
     def zoo_register_datasets(self, register):
         raise RuntimeError("wrapper broke before yielding")
-        yield  # noqa: unreachable - makes this a generator, as pluggy requires of a wrapper
+        yield  # unreachable: makes this a generator, as pluggy requires of a wrapper
 
 
 class UnknownArgument:
@@ -279,7 +279,8 @@ def test_config_precedence(toy_env, tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["train", "toyy"], "unknown model 'toyy' (did you mean 'toy'"),
-    (["show-config", "toy", "--set", "trainer.lrr=1"], "unknown config key 'trainer.lrr' in --set (did you mean 'trainer.lr'"),
+    (["show-config", "toy", "--set", "trainer.lrr=1"],
+     "unknown config key 'trainer.lrr' in --set (did you mean 'trainer.lr'"),
     (["show-config", "toy", "--set", "trainer.lr=abc"], "trainer.lr in --set expects float > 0, like 0.003, got 'abc'"),
     (["show-config", "toy", "--set", "trainer.max_steps=1.5"], "expects int"),
     (["show-config", "toy", "-c", "/nonexistent/c.yaml"], "config file '/nonexistent/c.yaml' not found"),
@@ -332,7 +333,8 @@ def test_missing_train_split_gives_clear_error(mnist_root):
 
 def test_missing_split_via_cli_is_one_line(toy_env, tmp_path):
     code, out = run("train", "toy", "--out", str(tmp_path / "r"), "--set", "data.split=train")
-    assert code == 2 and len(out.strip().splitlines()) == 1 and "train-images-idx3-ubyte" in out and "Traceback" not in out
+    assert code == 2 and len(out.strip().splitlines()) == 1
+    assert "train-images-idx3-ubyte" in out and "Traceback" not in out
 
 
 def test_reads_uncompressed_idx_in_mnist_raw(tmp_path, mnist_root):
