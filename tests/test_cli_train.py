@@ -22,6 +22,7 @@ from plugin_env import make_dist, toy_dist
 from zoo import checkpoint
 
 DATA = [f"--set={s}" for s in MNIST_SETS]
+pytestmark = pytest.mark.slow  # every test here runs `zoo train` in a fresh process, as a user does: seconds each
 
 SIZED = '''
 from zoo import hookimpl

@@ -43,6 +43,7 @@ def report(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_a_failing_model_exits_nonzero_and_the_leaderboard_is_still_written(report):
     out, res = report
     assert res.returncode == 1, res.stderr
@@ -55,6 +56,7 @@ def test_a_failing_model_exits_nonzero_and_the_leaderboard_is_still_written(repo
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_progress_lines_and_warnings_are_one_clean_line_each(report):
     _, res = report
     err = res.stderr
@@ -67,6 +69,7 @@ def test_progress_lines_and_warnings_are_one_clean_line_each(report):
     assert "UserWarning" not in err and "warnings.warn" not in err and ".py:" not in err
 
 
+@pytest.mark.slow
 def test_leaderboard_ranks_best_checkpoints_and_reports_the_last(report):
     out, _ = report
     data = json.loads((out / "leaderboard.json").read_text())
@@ -101,6 +104,7 @@ def test_leaderboard_ranks_best_checkpoints_and_reports_the_last(report):
     assert "FID ↓ (best ckpt) | FID last | best step | FID vs test" in md and "![samples](samples.png)" in md
 
 
+@pytest.mark.slow
 def test_curves_have_one_loss_panel_per_model_and_fid_for_every_model(report, tmp_path):
     from zoo.compare_report import curves_figure
     out, _ = report
@@ -110,6 +114,7 @@ def test_curves_have_one_loss_panel_per_model_and_fid_for_every_model(report, tm
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_memorisation_section_pairs_samples_with_training_images(report):
     out, _ = report
     rows = {r["model"]: r for r in json.loads((out / "leaderboard.json").read_text())["rows"]}
@@ -121,6 +126,7 @@ def test_memorisation_section_pairs_samples_with_training_images(report):
     assert '<h2 id="memorisation">' in page and 'id="nearest"' in page
 
 
+@pytest.mark.slow
 def test_nearest_training_image_of_a_training_image_is_itself():
     from zoo.evaluate import reference_for_config
     from zoo.memorisation import nearest_training_images
@@ -154,6 +160,7 @@ def test_new_columns_show_values_or_a_dash(tmp_path):
     assert "<th>bits/dim ↓</th>" in page and "<td>1.234 (elbo)</td>" in page and "<td>—</td>" in page
 
 
+@pytest.mark.slow
 def test_a_typo_fails_at_once_before_anything_trains(tmp_path):
     res = zoo_cli("compare", "ae", "vea", "--out", tmp_path / "out", "--steps", 40, *SETS)
     assert res.returncode == 2
@@ -187,6 +194,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, args, parts):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_options_go_only_to_models_that_declare_them_and_runs_are_reused(report, tmp_path):
     out, _ = report
     again = tmp_path / "again"
@@ -217,6 +225,7 @@ def test_options_go_only_to_models_that_declare_them_and_runs_are_reused(report,
     assert not (tmp_path / "h.png").exists()
 
 
+@pytest.mark.slow
 def test_a_model_that_fails_in_training_is_a_row_and_the_exit_code_is_1(toy, tmp_path):
     # model.fail_at turns toy's loss NaN at its 2nd call; toygan ignores it and trains
     res = invoke("compare", "toy", "toygan", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
@@ -253,6 +262,7 @@ def test_periodic_fid_is_spread_over_the_budget(toy):
     assert int(every.split("=")[1]) >= 1
 
 
+@pytest.mark.slow
 def test_report_html_renders_in_a_headless_browser(report, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not chromium:

@@ -128,6 +128,7 @@ def test_a_run_whose_config_holds_null_for_a_nullable_key_loads(tmp_path):
         run_config(tmp_path, ["trainer.max_steps=0"])
 
 
+@pytest.mark.slow
 def test_cli_range_errors_exit_2_with_one_line_and_no_run_directory(tmp_path):
     r = zoo_cli("train", "vae", "--preset", "tiny", *SETS, "--set", "trainer.batch_size=-4", cwd=tmp_path)
     assert "trainer.batch_size=-4 (in --set) must be >= 1" in one_line_error(r.returncode, r.output)
@@ -248,6 +249,7 @@ def test_show_config_names_each_values_source_and_explains(tmp_path):
     assert "[float > 0]\n  lr: 0.001  # from preset 'tiny'" in explained
 
 
+@pytest.mark.slow
 def test_show_config_validates_exactly_as_train_does(tmp_path):
     r = zoo_cli("show-config", "vae", "--set", "model.arch=foo")
     shown = one_line_error(r.returncode, r.output)

@@ -206,6 +206,7 @@ def test_contract(name, sets):
 
 
 # --- a real tiny training run on MNIST --------------------------------------------------------------
+@pytest.mark.slow
 def test_tiny_preset_learns_on_real_mnist_and_samples_from_its_run(tmp_path):
     out = tmp_path / "run"
     result = zoo.train("ddpm", preset="tiny", out=out, quiet=True,
@@ -410,6 +411,7 @@ def trained_tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_trained_tiny_ddpm_has_a_better_bound_than_an_untrained_one(trained_tiny_run):
     from zoo.data import load_images, to_model_input
     trained = zoo.load_run(trained_tiny_run)

@@ -69,6 +69,7 @@ def assert_one_line_error(r, *needles):
 
 
 # --- metric sanity ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_blurred_noise_are_ordered(holdout, blurred, noise, tmp_path):
     cache = tmp_path / "stats"
     with pytest.warns(UserWarning, match="feature extractor was trained on 9000 of the 9000 reference images"):
@@ -91,6 +92,7 @@ def test_real_blurred_noise_are_ordered(holdout, blurred, noise, tmp_path):
                for w in real["warnings"])
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # dead ReLU units: singular covariances, as usual
 def test_fid_equals_direct_scipy_computation(holdout, blurred, cache):
     ext = mnist_extractor()
@@ -144,6 +146,7 @@ def test_unseen_reference_gives_no_overlap_warning(holdout, cache):
 
 
 # --- images in, errors out --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_images_from_png_folder_and_npz_agree(holdout, tmp_path, cache):
     x = holdout[0][:300]
     folder = tmp_path / "pngs"
@@ -217,6 +220,7 @@ def test_extractors_come_from_the_plugin_hook():
 
 
 # --- runs -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_run_writes_eval_json_and_quick_fid_agrees(toy, tmp_path, cache):
     run = tmp_path / "run"
     zoo.train("toy", out=run, sets=MNIST_SETS + ["trainer.max_steps=10"])
@@ -245,6 +249,7 @@ def test_trainer_logs_periodic_fid(toy, tmp_path, cache, monkeypatch):
     assert (run / "checkpoints" / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_eval_net_train_is_deterministic_and_records_its_data(tmp_path):
     outs = [tmp_path / "a.pt", tmp_path / "b.pt"]
     for out in outs:
@@ -268,6 +273,7 @@ def assert_subprocess_error(r, *needles):
         assert needle in lines[0], (needle, lines[0])
 
 
+@pytest.mark.slow
 def test_images_pointing_at_a_run_directory_says_use_zoo_eval_run(tmp_path):
     run = tmp_path / "runs" / "vae"
     (run / "checkpoints").mkdir(parents=True)
@@ -284,6 +290,7 @@ def test_images_pointing_at_a_run_directory_says_use_zoo_eval_run(tmp_path):
     assert sorted(p.name for p in run.rglob("*")) == before   # no debris (no eval.json)
 
 
+@pytest.mark.slow
 def test_too_few_images_for_fid_is_a_warning_in_the_output_and_the_json(holdout, tmp_path, cache):
     np.save(tmp_path / "few.npy", holdout[0][:100].numpy())
     r = zoo_cli("eval", "--images", tmp_path / "few.npy", *CLI_DATA, "--reference", "holdout", "--metrics", "fid",
@@ -316,6 +323,7 @@ def test_plus_minus_only_where_the_spread_means_something():
     assert "KID        0.001234 ± 0.000046 (std over 100 subsets of 1000)" in ten   # no "± 0.00000"
 
 
+@pytest.mark.slow
 def test_cli_table_shows_splits_and_subsets(holdout, cache):
     x = load_images(Config(DATA), "train")[:2000]    # 2 IS splits of 1000
     np.save(cache / "two-thousand.npy", x.numpy())
@@ -379,6 +387,7 @@ def digit_plugin(tmp_path_factory, monkeypatch):
     registry(reload=True)
 
 
+@pytest.mark.slow
 def test_extractor_not_made_for_the_data_warns(digit_plugin, holdout, cache):
     inverted = {**DATA, "name": "inverted-mnist"}
     with pytest.warns(UserWarning, match="made for mnist, not for 'inverted-mnist'"):
@@ -396,6 +405,7 @@ def test_extractor_not_made_for_the_data_warns(digit_plugin, holdout, cache):
     assert declared["warnings"] == [] and declared["modes"] == 10
 
 
+@pytest.mark.slow
 def test_cli_warns_once_about_the_extractor_in_output_and_json(digit_plugin, holdout, tmp_path, cache):
     import os
     np.save(tmp_path / "inverted.npy", (255 - holdout[0][:300]).numpy())
@@ -473,6 +483,7 @@ def test_bad_options_are_one_line_errors_before_any_work(temp_run, args, needle)
     assert not (run / "eval.json").exists()
 
 
+@pytest.mark.slow
 def test_bad_option_from_the_shell(temp_run):
     run, site = temp_run
     r = zoo_cli("eval", run, "--option", "temprature=1", env={"PYTHONPATH": str(site)})

@@ -439,6 +439,7 @@ def test_env_flag_reads_every_switch_the_same_way(monkeypatch, value, on):
     assert env_flag("ZOO_SOME_SWITCH") is False and env_flag("ZOO_SOME_SWITCH", default=True) is True
 
 
+@pytest.mark.slow
 def test_zoo_offline_no_means_downloads_are_allowed(tmp_path):
     """``ZOO_OFFLINE=no`` once turned offline mode on. A fresh process, so that its download goes through a proxy
     that refuses at once: the test never touches the network."""

@@ -11,6 +11,7 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def cuda_test_dir(tmp_path, body: str) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_stage_and_writes_the_summary(tmp_path, mnist_root):
     out = tmp_path / "gpu"
     r = run_suite("--smoke", "--out", out, "--data", mnist_root)
@@ -109,6 +111,7 @@ def test_smoke_runs_every_stage_and_writes_the_summary(tmp_path, mnist_root):
                                                                 "sample-zoo", "eval-cold", "study-compare"))
 
 
+@pytest.mark.slow
 def test_failing_cuda_tests_stop_the_suite(tmp_path, mnist_root):
     out = tmp_path / "gpu"
     r = run_suite("--smoke", "--out", out, "--data", mnist_root, "--tests", cuda_test_dir(tmp_path, "assert 1 == 2"),
@@ -124,6 +127,7 @@ def test_failing_cuda_tests_stop_the_suite(tmp_path, mnist_root):
     assert "MISSED" not in (out / "summary.md").read_text()  # nothing measured, so no target judged
 
 
+@pytest.mark.slow
 def test_detach_starts_once_waits_and_packs(tmp_path, mnist_root):
     out, pack1, pack2 = tmp_path / "gpu", tmp_path / "pack1", tmp_path / "pack2"
     args = ["--smoke", "--stages", "cuda", "--out", out, "--data", mnist_root,

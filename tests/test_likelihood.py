@@ -124,6 +124,7 @@ def vaes(tmp_path_factory, mnist_root):
     return run, zoo.load_run(run), untrained
 
 
+@pytest.mark.slow
 def test_vae_iwae_bound_is_at_least_the_elbo_and_tightens_with_k(vaes):
     _, vae, _ = vaes
     r1 = evaluate_likelihood(vae, n=200, options={"samples": 1})
@@ -139,6 +140,7 @@ def test_vae_iwae_bound_is_at_least_the_elbo_and_tightens_with_k(vaes):
     assert bool((out["nats"] >= out["also"]["elbo"] - 1e-9).all()) and bool((out["nats"] <= 0).all())
 
 
+@pytest.mark.slow
 def test_vae_bound_is_finite_and_training_improves_it(vaes):
     _, trained, untrained = vaes
     good = evaluate_likelihood(trained, n=200)
@@ -148,6 +150,7 @@ def test_vae_bound_is_finite_and_training_improves_it(vaes):
     assert good["bits_per_dim"] < bad["bits_per_dim"] - 0.5, (good["bits_per_dim"], bad["bits_per_dim"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_bound(vaes):
     _, vae, _ = vaes
     a, b = (evaluate_likelihood(vae, n=50, seed=3, options={"samples": 4}) for _ in range(2))
@@ -155,6 +158,7 @@ def test_same_seed_same_bound(vaes):
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_nll_reports_bits_per_dim_n_and_time(vaes):
     run, _, _ = vaes
     r = zoo_cli("eval", run, "--nll", "--nll-n", 100, "--nll-option", "samples=8", "--metrics", "none", "--json")
@@ -169,6 +173,7 @@ def test_cli_nll_reports_bits_per_dim_n_and_time(vaes):
     assert len(row) == 1 and "(iwae-2 bound; elbo " in row[0] and "on 50 images in" in row[0], r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["--nll", "--nll-option", "sample=8"], "has no likelihood option 'sample' (did you mean 'samples'?)"),
     (["--nll", "--nll-option", "samples=0"], "samples"),
@@ -184,6 +189,7 @@ def test_cli_bad_likelihood_options_are_one_line_errors_before_any_work(vaes, ar
     assert not (run / "eval.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_likelihood_option_from_the_shell(vaes):
     run, _, _ = vaes
     r = zoo_cli("eval", run, "--nll", "--nll-option", "sample=8")
@@ -192,6 +198,7 @@ def test_cli_bad_likelihood_option_from_the_shell(vaes):
                                              "'samples'?) (its options: samples)"]
 
 
+@pytest.mark.slow
 def test_cli_nll_for_a_model_without_a_density_is_a_dash(tmp_path, monkeypatch):
     site = toy_dist(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))

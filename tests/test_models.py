@@ -75,6 +75,7 @@ def test_contract_of_variants(name, sets):
         assert model.sample(2, torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_trained_run_loads_and_samples(name, trained):
     out = trained(name)
@@ -123,6 +124,7 @@ def test_bad_settings_are_one_line_errors(name, key, bad):
 
 
 # --- autoencoder ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ae_learns_and_fits_its_latent_density(trained):
     out = trained("ae")
     rows = metrics(out)
@@ -171,6 +173,7 @@ def test_fit_gmm_recovers_a_known_mixture():
 
 
 # --- VAE --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_vae_kl_is_nonnegative_and_the_elbo_improves(trained):
     rows = metrics(trained("vae"))
     assert all(r["kl"] >= 0 for r in rows)
@@ -216,6 +219,7 @@ def test_lsgan_is_the_gan_with_least_squares_losses():
     assert [(p, r) for p, r in model.phases()] == [("d", 3), ("g", 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GANS)
 def test_gan_training_stays_finite_and_moves_the_generator(name, trained):
     out = trained(name)

@@ -96,6 +96,7 @@ def test_new_plugin_refuses_a_non_empty_target(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
     pkg, site_dir = tmp_path / "zoo-my-flow", tmp_path / "site"
     code, out = run("plugins", "new", "my-flow", "--dir", pkg)
@@ -135,6 +136,7 @@ def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
 
 
 # --- the guide's example plugin ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_guide_example_plugin_is_short_and_trains(tmp_path, monkeypatch, fresh_registry):
     guide = (REPO / "docs" / "plugins.md").read_text()
     section = guide.split("## A whole plugin in 60 lines", 1)[1].split("\n## ", 1)[0]
@@ -183,6 +185,7 @@ def test_wgan_gp_is_discovered_like_a_builtin(wgan_gp_installed):
     assert code == 0 and re.search(r"wgan-gp\s+zoo-wgan-gp\s+0\.1\.0\s+zoo_wgan_gp\s+wgan-gp", out)
 
 
+@pytest.mark.slow
 def test_wgan_gp_trains_with_zoo_train_tiny(wgan_gp_installed, tmp_path):
     out_dir = tmp_path / "wgan"
     zoo_script = Path(sys.executable).with_name("zoo")  # the installed console script, as a user runs it
@@ -203,6 +206,7 @@ def test_wgan_gp_trains_with_zoo_train_tiny(wgan_gp_installed, tmp_path):
     assert code == 2 and "model 'wgan-gp' has no sampling option 'sampler'" in out
 
 
+@pytest.mark.slow
 def test_wgan_gp_package_tests_pass(wgan_gp_installed):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                            cwd=REPO / "examples" / "zoo-wgan-gp", env=subprocess_env(), capture_output=True,
@@ -371,6 +375,7 @@ def test_help_of_every_command_imports_no_torch():
     assert probe.stdout.strip().splitlines()[-1] == "HEAVY: []"
 
 
+@pytest.mark.slow
 def test_zoo_list_is_cached_and_refreshed_when_a_plugin_changes(tmp_path, monkeypatch, fresh_registry):
     from zoo.catalog import cache_path, listing
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
@@ -444,6 +449,7 @@ class Described:
         register(Shown, name="shown-slow", config={"model": {"mode": "slow"}})
 
 
+@pytest.mark.slow
 def test_zoo_list_shows_presets_and_one_model_in_detail(tmp_path, monkeypatch, fresh_registry):
     monkeypatch.syspath_prepend(str(toy_dist(tmp_path / "site")))
     with registry_with("datasets", "vae", "ddpm", described=Described()):

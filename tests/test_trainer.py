@@ -89,6 +89,7 @@ def test_two_phase_model_logs_each_phase(toy, tmp_path):
 
 
 # --- resume -------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["toy", "toygan"])
 def test_sigkill_then_resume_is_bitwise_identical(toy_site, tmp_path, model):
     common = ["--set=trainer.max_steps=60", "--set=trainer.checkpoint_every=20", "--set=trainer.log_every=7",
@@ -117,6 +118,7 @@ def test_resume_extends_with_more_steps(toy, tmp_path):
         zoo.train(out=tmp_path / "empty", resume=True)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_with_resume_hint(toy_site, tmp_path):
     out = tmp_path / "r"
     r = zoo_cli("train", "toy", "--out", str(out), *DATA, "--set=model.signal_at=13",
@@ -166,6 +168,7 @@ def test_malicious_checkpoint_is_not_executed(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, tmp_path):
     out = tmp_path / "r"
     zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=10"])
@@ -181,6 +184,7 @@ def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, t
 
 
 # --- non-finite losses ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_nan_loss_stops_with_clear_message(toy_site, tmp_path):
     out = tmp_path / "r"
     r = zoo_cli("train", "toy", "--out", str(out), *DATA, "--set=model.fail_at=17",
@@ -212,6 +216,7 @@ def test_zoo_sample_outputs(toy, toy_site, tmp_path):
 
 
 # --- multi-process ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
     common = [*DATA, "--set=model.dropout=0.0", "--set=trainer.max_steps=12", "--set=trainer.batch_size=32",
               "--set=trainer.device=cpu"]
@@ -227,6 +232,7 @@ def test_ddp_gloo_two_processes_match_one(toy_site, tmp_path):
     assert abs(l1 - l2) < 1e-4 * max(1.0, abs(l1))
 
 
+@pytest.mark.slow
 def test_torchrun_one_process_trains_under_ddp_and_matches_a_plain_run(toy_site, tmp_path):
     """``torchrun --nproc-per-node=1`` joins a process group of one (what tests/test_cuda.py runs on one
     GPU): the DDP path, the same weights as a plain run."""
@@ -244,6 +250,7 @@ def test_torchrun_one_process_trains_under_ddp_and_matches_a_plain_run(toy_site,
         torch.testing.assert_close(plain["model"][k], ddp["model"][k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gan_phases_under_ddp_two_processes(tmp_path):
     """A GAN's d and g phases each run through their own DDP (zoo/distributed.py); the replicas must
     end with the same weights -- the trainer checks that at every save and fails loudly otherwise."""
@@ -299,6 +306,7 @@ def test_evaluation_sees_the_model_after_training_as_a_finished_run_would(tmp_pa
     assert best["ema"] is None and bool(best["model"]["density.fitted"]) and best["step"] == 10
 
 
+@pytest.mark.slow
 def test_trainer_imports_no_evaluation_code():
     code = "import sys, zoo.trainer; sys.exit('zoo.evaluate' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
