@@ -88,12 +88,13 @@ class _Subject:
     batch_size: int
     steps: int
     n_samples: int
-    clause: str = ""
-    cfg: Any = None
-    model: ZooModel | None = None
-    x: torch.Tensor | None = None
-    optimizers: dict = field(default_factory=dict)
-    phases: list = field(default_factory=list)
+    # filled in by the clauses, in order
+    clause: str = field(default="", init=False)
+    cfg: Any = field(default=None, init=False)
+    model: ZooModel | None = field(default=None, init=False)
+    x: torch.Tensor | None = field(default=None, init=False)
+    optimizers: dict = field(default_factory=dict, init=False)
+    phases: list = field(default_factory=list, init=False)
 
     def fail(self, what: str) -> AssertionError:
         return AssertionError(f"model '{self.name}' ({self.clause}): {what}")
