@@ -316,7 +316,7 @@ def check_extractor(name: str, *, options: dict | None = None, images: torch.Ten
     """
     from torch_fidelity import FeatureExtractorBase
 
-    from .evaluate import extract_features, layer
+    from .extractors import extract_features, layer
     from .registry import registry
 
     def fail(what: str) -> AssertionError:
