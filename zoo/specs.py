@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+FID_POINTS = 8          # zoo compare: periodic FID evaluations per run (about)
+FID_N = 500             # samples per periodic FID (>= 2 x the mnist extractor's 128 features)
+
 
 @dataclass(frozen=True)
 class EvalSpec:
@@ -40,3 +43,46 @@ class EvalSpec:
     def of(cls, spec: "EvalSpec | None", settings: dict) -> "EvalSpec":
         """``spec`` (default: the defaults) with ``settings`` (field names) changed."""
         return replace(spec or cls(), **settings)
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """How ``zoo compare`` trains and scores, built once and passed whole (zoo/compare.py).
+
+    Training: ``budget_minutes`` or ``steps`` per model, ``preset`` for every model and ``presets``
+    (``{model: preset}``) for single ones, ``sets`` (``--set`` overrides for every model), ``fid_points``
+    cheap periodic FIDs of ``fid_n`` samples per trained run (0: off, the last checkpoint is ranked),
+    ``quiet``. Scoring: ``n`` samples per model with ``seed``, ``extractor``, ``metrics`` (None: the
+    default ones; fid is required), ``reference`` and ``extra_references`` (one FID column each),
+    ``options`` (sampling options for every model that declares them) and ``sample_options``
+    (``{label or model name: {...}}`` for single models), ``nll`` (bits/dim, ``nll_n`` images,
+    ``nll_options``), ``score_last`` (the last checkpoint's FID next to the best one's), ``device``.
+    The report: ``title``."""
+    budget_minutes: float | None = None
+    steps: int | None = None
+    preset: str | None = None
+    presets: object = None
+    sets: tuple = ()
+    fid_points: int = FID_POINTS
+    fid_n: int = FID_N
+    quiet: bool = True
+    n: int = 10000
+    seed: int = 0
+    extractor: str | None = None
+    metrics: object = None
+    reference: str | None = None
+    extra_references: tuple = ()
+    options: object = None
+    sample_options: object = None
+    nll: bool = False
+    nll_n: int | None = None
+    nll_options: object = None
+    score_last: bool = True
+    device: str = "auto"
+    title: str = "zoo comparison"
+
+    @classmethod
+    def of(cls, spec: "CompareSpec | None", settings: dict) -> "CompareSpec":
+        """``spec`` (default: the defaults) with ``settings`` (field names) changed."""
+        spec = replace(spec or cls(), **settings)
+        return replace(spec, sets=tuple(spec.sets), extra_references=tuple(spec.extra_references))
