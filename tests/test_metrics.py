@@ -69,3 +69,17 @@ def test_density_and_coverage_order_real_and_noise(mnist_root, tmp_path):
     assert good["metrics"] == ["density"] and good["fid"] is None and good["dc_samples"] == 1000
     assert 0.7 < good["density"] < 1.5 and good["coverage"] > 0.8   # unseen real digits: about 1, most balls hit
     assert bad["density"] < 0.05 and bad["coverage"] < 0.05
+
+
+def test_the_extractor_warning_is_one_short_line_once_per_command(capsys):
+    import warnings
+
+    from zoo.cli_compare import clean_warnings
+    from zoo.evaluate import overlap_warning
+    with clean_warnings():
+        for n in (9000, 10000, 9000):  # the training images, then the whole test split, of two models
+            warnings.warn(overlap_warning("mnist", {"overlap": 9000, "n": n}))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 200, lines
+    assert lines[0] == ("warning: the 'mnist' feature extractor was trained on 9000 of the 9000 reference images, so "
+                        "scores are optimistic -- avoid it with --reference holdout (images it never saw)")

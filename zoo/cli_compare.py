@@ -7,22 +7,24 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OPTION_HELP, option_values
+from .cli_common import OPTION_HELP, metrics_option, option_values
 from .errors import ZooError
-from .metrics import choices_help, default_help
 
 @contextlib.contextmanager
 def clean_warnings():
     """Print each Python warning as one line, ``warning: <message>`` on stderr (no file, line or source),
-    and each message once, wherever in the code it was raised."""
+    and each kind once per command, wherever in the code it was raised: messages that differ only in
+    their numbers (the extractor trained on 9000 of 9000 or of 10000 reference images) count as one."""
+    import re
     import warnings
     old = warnings.showwarning
     shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = " ".join(str(message).split())
-        if text not in shown:
-            shown.add(text)
+        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        if kind not in shown:
+            shown.add(kind)
             click.echo(f"warning: {text}", err=True)
     warnings.showwarning = show
     try:
@@ -81,8 +83,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--extractor", help="Feature extractor (zoo list shows them) [default: the data's: mnist for 28x28 "
               "grayscale, else inception].")
-@click.option("--metrics", help=f"Comma-separated: {choices_help()}, or a plugin's [default: {default_help()}]. "
-              "fid is required (the ranking).")
+@metrics_option("Comma-separated: {choices}, or a plugin's [default: {default}]. fid is required (the ranking).")
 @click.option("--preset", "-p", "preset_specs", multiple=True, metavar="[MODEL=]PRESET",
               help="Preset for every model (e.g. tiny), or for one model (e.g. ddpm=small); repeatable.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override applied to every model.")

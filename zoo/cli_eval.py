@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OPTION_HELP, option_values
+from .cli_common import OPTION_HELP, metrics_option, option_values
 from .errors import ZooError
-from .metrics import choices_help, default_help
 
 MNIST_TRAIN_STEPS = 1200
 
@@ -32,8 +31,8 @@ def result_table(r: dict) -> str:
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
                    "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
 @click.option("-n", "n", type=click.IntRange(2), help="Samples to draw [default: 10000]; with --images, use the first N.")
-@click.option("--metrics", help=f"Comma-separated: {choices_help()}, or a plugin's; none with --nll for the "
-                                f"likelihood alone. [default: {default_help()}]")
+@metrics_option("Comma-separated: {choices}, or a plugin's; none with --nll for the likelihood alone. "
+                "[default: {default}]")
 @click.option("--extractor", help="Feature extractor: mnist (zoo's MNIST classifier), inception (torch-fidelity's "
               "Inception-v3) or a plugin's (zoo list). [default: the one the dataset declares, else mnist for "
               "28x28 grayscale data, else inception]")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .metrics import ABSENT, Score, fmt, registered
+from .metrics import registered
+from .scores import ABSENT, Score, fmt
 
 AFTER_FID = ["fid_last", "best_step"]                            # compare's own, next to the ranked FID
 OWN = ["params", "steps", "train_seconds", "sample_seconds_per_1000", "error"]

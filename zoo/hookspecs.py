@@ -20,7 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ZooModel
-    from .metrics import Score
+    from .scores import Score
 
 API_VERSION = 1
 """The plugin API version, bumped when the contract changes incompatibly. A plugin module may set
@@ -85,7 +85,7 @@ def zoo_register_datasets(register: RegisterDataset) -> None:
 def zoo_register_extractors(register: RegisterExtractor) -> None:
     """Add feature extractors for evaluation: call ``register(name, factory, description="")``.
 
-    ``factory(**options)`` returns a ``torch_fidelity.FeatureExtractorBase`` (see ``zoo/evaluate.py`` for
+    ``factory(**options)`` returns a ``torch_fidelity.FeatureExtractorBase`` (see ``zoo/extractors.py`` for
     the optional attributes the harness reads). Called once per process, when the registry is first used.
     """
 

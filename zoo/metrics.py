@@ -1,7 +1,8 @@
 """Metrics, declared once: what each needs, what it computes, and how its numbers read.
 
-A metric is a :class:`Metric` -- its name, what it needs (``NEEDS``), a ``compute`` function, and its
-result keys as :class:`Score` declarations (label, direction, decimals). Plugins add metrics through
+A metric is a :class:`~zoo.scores.Metric` -- its name, what it needs (``NEEDS``), a ``compute`` function,
+and its result keys as :class:`~zoo.scores.Score` declarations (label, direction, decimals; zoo/scores.py
+holds these light declaration types, re-exported here). Plugins add metrics through
 the ``zoo_register_metrics`` hook; zoo's own (``BUILTIN`` below) are registered the same way by
 ``zoo_plugins.metrics``. Everything that shows a number reads these declarations: ``zoo eval`` (its
 table, ``--json``, the ``--metrics`` choices), ``zoo compare`` (the metrics it scores and the row it
@@ -15,54 +16,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
+from typing import Any
 from .errors import ZooError, did_you_mean
+from .scores import ABSENT, NEEDS, Metric, Score, fmt
 
-NEEDS = ("images", "features", "logits", "reference", "model")
-"""What a metric can need: ``images`` (the uint8 samples), ``features`` / ``logits`` (the extractor's
-outputs for them), ``reference`` (the real images' cached statistics and features), ``model`` (the model
-itself, e.g. its likelihood: such a metric is chosen by ``--nll``, never computed from image files)."""
+__all__ = ["ABSENT", "BUILTIN", "NEEDS", "Inputs", "Metric", "Score", "fmt", "parse_metrics", "registered"]
+
 FID_FLOOR = 256          # FID wants >= max(2 x feature dimension, FID_FLOOR) images on each side (docs/evaluation.md)
 MODE_MIN_SHARE = 0.02    # a class counts as a covered mode with >= 2% of the samples (a fifth of its fair 10%)
 MODE_CLASSIFIER = "mnist"
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 PRC_NEIGHBORHOOD = 3
 DC_NEIGHBORHOOD = 5      # density/coverage: k nearest neighbours (Naeem et al. 2020 use k = 5)
-ABSENT = "—"
-
-
-def fmt(v, digits=3) -> str:
-    """A leaderboard cell: ``—`` for a value not measured, floats to ``digits`` decimals, big counts short."""
-    if v is None or v == "":
-        return ABSENT
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}"
-    if isinstance(v, int) and v >= 100_000:
-        return f"{v / 1e6:.2f}M"
-    if isinstance(v, int) and v >= 10_000:
-        return f"{v / 1e3:.0f}k"
-    return str(v)
-
-
-@dataclass(frozen=True)
-class Score:
-    """One result key of a metric. ``label``: its name in tables (None: only in JSON); ``better``:
-    ``up``, ``down`` or None; ``digits``: decimals in the leaderboard; ``column``: in leaderboard.csv
-    even without a label; ``cell``: a custom leaderboard cell ``cell(row) -> str``."""
-    key: str
-    label: str | None = None
-    better: str | None = None
-    digits: int = 3
-    column: bool = False
-    cell: Callable[[dict], str] | None = None
-
-    @property
-    def header(self) -> str:
-        return self.label + {"up": " ↑", "down": " ↓"}.get(self.better or "", "")
-
-    def show(self, row: dict) -> str:
-        return self.cell(row) if self.cell else fmt(row.get(self.key), self.digits)
 
 
 @dataclass
@@ -102,30 +67,6 @@ class Inputs:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered metric (see :func:`zoo.hookspecs.zoo_register_metrics` for each field)."""
-    name: str
-    compute: Callable[[Inputs], dict]
-    scores: tuple[Score, ...]
-    needs: tuple[str, ...] = ("features",)
-    description: str = ""
-    default: bool = False
-    table: Callable[[dict], list] | None = None
-    plugin: str = ""
-
-    def rows(self, result: dict) -> list[tuple[str, str]]:
-        """Its lines in ``zoo eval``'s table: ``table(result)``, else one per labelled score it gave."""
-        if self.table is not None:
-            return self.table(result)
-        return [(s.label, f"{result[s.key]:.4f}" if isinstance(result[s.key], float) else str(result[s.key]))
-                for s in self.scores if s.label and result.get(s.key) is not None]
-
-    @property
-    def on_samples(self) -> bool:
-        """Computed from samples (chosen with --metrics), not from the model (chosen with --nll)."""
-        return "model" not in self.needs
 
 
 # --- the registered metrics -----------------------------------------------------------------------

@@ -329,7 +329,7 @@ class Registry:
 
     def _register_metric(self, name: str, compute: Callable, scores: tuple = (), needs: tuple = ("features",),
                          description: str = "", default: bool = False, table: Callable | None = None) -> None:
-        from .metrics import NEEDS, Metric, Score
+        from .scores import NEEDS, Metric, Score
         plugin = self._current or "?"
         taken = {s.key: m.name for m in self.metrics.values() for s in m.scores}
         problem = ("is already registered by plugin " + repr(self.metrics[name].plugin) if name in self.metrics else
