@@ -65,7 +65,8 @@ def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, 
                              spec.progress, desc="sample features")
     dataset = reference.source.get("dataset")
     found = [w for w in [extractor_mismatch(name, ext, dataset)] if w]
-    out, notes = _compute(metrics, Inputs(images, feats, ref, ext, name, dataset, spec, found))
+    inputs = Inputs(spec, images, feats, ref, extractor=ext, extractor_name=name, dataset=dataset, warnings=found)
+    out, notes = _compute(metrics, inputs)
     if ref.get("overlap"):
         found.append(overlap_warning(name, ref))
     for w in found:
@@ -80,6 +81,10 @@ def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, 
 def _compute(names, inputs: Inputs) -> tuple[dict, dict]:
     """``(results, notes)`` of the registered metrics ``names`` (in registration order): a metric's
     declared keys go to the results (every key None first), whatever else it returns to the notes."""
+    missing = [n for n in names if n not in registered()]
+    if missing:
+        raise ZooError(f"metric {', '.join(missing)} is not registered (is zoo's 'metrics' plugin disabled by "
+                       f"ZOO_PLUGINS / ZOO_DISABLE_PLUGINS?)")
     out: dict = {k: None for k in result_keys()}
     notes: dict = {}
     for metric in registered().values():
@@ -133,7 +138,7 @@ def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
                    else {})
     likelihood, said = {}, []
     if spec.nll:
-        likelihood = registered()["nll"].compute(Inputs(None, {}, {}, None, "", None, spec, said, model, cfg))
+        likelihood = registered()["nll"].compute(Inputs(spec, warnings=said, model=model, config=cfg))
     result: dict = {k: None for k in result_keys()}
     extra: dict = {}
     if metrics:

@@ -35,13 +35,13 @@ class Inputs:
     """What a metric's ``compute`` gets. ``sample(m)`` / ``real(m)``: the samples' / the reference's
     features at the extractor's layer for torch-fidelity metric ``m`` (``fid``, ``isc``, ``kid``, ``prc``);
     ``warn(text)`` adds a one-line note to the result's warnings."""
-    images: Any                     # uint8 (N, C, H, W) samples
-    features: dict                  # {layer: (N, D) float32} for every layer the extractor computes
-    reference: dict                 # the reference: mu, sigma, features (a seeded subset), n, description
-    extractor: Any                  # the torch-fidelity FeatureExtractorBase
-    extractor_name: str
-    dataset: str | None = None      # the reference's dataset, where it has one
     settings: Any = None            # the evaluation's settings (zoo.evaluate.EvalSpec: seed, batch_size, ...)
+    images: Any = None              # uint8 (N, C, H, W) samples
+    features: dict = field(default_factory=dict)   # {layer: (N, D) float32}: every layer the extractor computes
+    reference: dict = field(default_factory=dict)  # the reference: mu, sigma, features (a seeded subset), n, ...
+    extractor: Any = None           # the torch-fidelity FeatureExtractorBase
+    extractor_name: str = ""
+    dataset: str | None = None      # the reference's dataset, where it has one
     warnings: list = field(default_factory=list)
     model: Any = None               # for a metric that needs the model: the model, and the run's config
     config: Any = None
