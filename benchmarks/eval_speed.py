@@ -42,7 +42,9 @@ def main() -> None:
     import torch
     from zoo.config import Config, parse_set
     from zoo.data import load_images
-    from zoo.evaluate import evaluate, extract_features, load_extractor, reference_for_config
+    from zoo.evaluate import evaluate
+    from zoo.extractors import extract_features, load_extractor
+    from zoo.references import reference_for_config
     from zoo import ZooError
 
     data = {"name": "mnist"}

@@ -40,7 +40,7 @@ def section(title: str) -> str:
 
 HOOKS = sorted(name for name, fn in vars(hookspecs).items() if getattr(fn, "zoo_spec", None))
 REGISTER = {"zoo_register_models": hookspecs.RegisterModel, "zoo_register_datasets": hookspecs.RegisterDataset,
-            "zoo_register_extractors": hookspecs.RegisterExtractor}
+            "zoo_register_extractors": hookspecs.RegisterExtractor, "zoo_register_metrics": hookspecs.RegisterMetric}
 
 
 def test_every_hookspec_is_known():

@@ -186,7 +186,8 @@ def plugins_cmd(ctx, as_json, check, verbose):
         def adds(p):
             a = p["adds"]
             return ", ".join(a["models"] + [f"dataset:{d}" for d in a["datasets"]] +
-                             [f"extractor:{x}" for x in a["extractors"]])
+                             [f"extractor:{x}" for x in a["extractors"]] +
+                             [f"metric:{m}" for m in a.get("metrics", [])])
         rows = [[p["name"], p["distribution"], p["version"], p["module"], adds(p) or "-"]
                 for p in report if p["status"] == "ok"]
         click.echo(_table(rows, ["plugin", "package", "version", "module", "adds"]) if rows else "no plugins loaded")

@@ -22,3 +22,21 @@ def option_values(items, **shortcuts) -> dict:
             raise ZooError(f"{flag} and --option {key}=... both set '{key}': give it once")
         options[key] = parse_options([f"{key}={value}"], flag)[key]
     return options
+
+
+def metrics_help(template: str) -> str:
+    """``template`` with ``{choices}`` and ``{default}`` filled from the built-in metrics' declarations."""
+    from .metrics import choices_help, default_help
+    return template.format(choices=choices_help(), default=default_help())
+
+
+def metrics_option(template: str):
+    """``--metrics``, its help written from the metrics' declarations only when help is shown (``zoo
+    --help`` and every command stay free of the metric declarations' import)."""
+    import click
+
+    class MetricsOption(click.Option):
+        def get_help_record(self, ctx):
+            self.help = metrics_help(template)
+            return super().get_help_record(ctx)
+    return click.option("--metrics", cls=MetricsOption, help=template)

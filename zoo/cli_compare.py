@@ -7,21 +7,24 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OPTION_HELP, option_values
+from .cli_common import OPTION_HELP, metrics_option, option_values
 from .errors import ZooError
 
 @contextlib.contextmanager
 def clean_warnings():
     """Print each Python warning as one line, ``warning: <message>`` on stderr (no file, line or source),
-    and each message once, wherever in the code it was raised."""
+    and each kind once per command, wherever in the code it was raised: messages that differ only in
+    their numbers (the extractor trained on 9000 of 9000 or of 10000 reference images) count as one."""
+    import re
     import warnings
     old = warnings.showwarning
     shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = " ".join(str(message).split())
-        if text not in shown:
-            shown.add(text)
+        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        if kind not in shown:
+            shown.add(kind)
             click.echo(f"warning: {text}", err=True)
     warnings.showwarning = show
     try:
@@ -80,8 +83,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--extractor", help="Feature extractor (zoo list shows them) [default: the data's: mnist for 28x28 "
               "grayscale, else inception].")
-@click.option("--metrics", help="Comma-separated: fid, is, kid, prc, and modes where the harness measures mode "
-              "coverage [default: all of them]. fid is required (the ranking).")
+@metrics_option("Comma-separated: {choices}, or a plugin's [default: {default}]. fid is required (the ranking).")
 @click.option("--preset", "-p", "preset_specs", multiple=True, metavar="[MODEL=]PRESET",
               help="Preset for every model (e.g. tiny), or for one model (e.g. ddpm=small); repeatable.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override applied to every model.")
@@ -106,8 +108,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
                    "e.g. --nll-option timesteps=50 (DDPM: a 50-term estimate of the bound instead of all T terms).")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
-def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset_specs, sets, references,
-                option_items, sampler, sample_steps, fid_points, fid_n, nll, nll_n, nll_items, device, title):
+def compare_cmd(items, out, **opts):
     """Train (what is not trained yet), evaluate and rank models side by side.
 
     \b
@@ -131,27 +132,9 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
     import json
 
     from .compare import ModelsFailed, compare
-    from .config import parse_options
-    if (nll_n is not None or nll_items) and not nll:
-        raise ZooError(f"{'--nll-n' if nll_n is not None else '--nll-option'} applies to the likelihood: add --nll")
-    preset, presets = None, {}
-    for spec in preset_specs:
-        name, sep, value = spec.rpartition("=")
-        if sep and not (name and value):
-            raise ZooError(f"--preset {spec!r}: write PRESET or MODEL=PRESET (e.g. --preset tiny, --preset ddpm=small)")
-        if sep:
-            presets[name] = value
-        else:
-            preset = value
-    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--sample-steps", sample_steps))
-    echo = lambda m: click.echo(m, err=True)
+    spec = _compare_spec(opts)
     with clean_warnings():
-        files = compare(items, out, budget_minutes=budget_minutes, steps=steps, n=n, seed=seed, extractor=extractor,
-                        metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",") if m.strip()),
-                        preset=preset, sets=sets, device=device, options=options, title=title, presets=presets,
-                        reference=references[0] if references else None, extra_references=references[1:],
-                        nll=nll, nll_n=nll_n, nll_options=parse_options(nll_items, "--nll-option"),
-                        fid_points=fid_points, fid_n=fid_n, echo=echo)
+        files = compare(items, out, spec, echo=lambda m: click.echo(m, err=True))
     click.echo((Path(files["md"])).read_text().split("![samples]")[0].rstrip())
     click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
     rows = json.loads(Path(files["json"]).read_text())["rows"]
@@ -159,3 +142,31 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
     if failed:
         raise ModelsFailed(f"{len(failed)} of {len(rows)} models failed ({', '.join(failed)}): their errors are in "
                            f"{files['md']}")
+
+
+def _compare_spec(opts: dict):
+    """The :class:`~zoo.specs.CompareSpec` of the command line, checked before any heavy import."""
+    from .config import parse_options
+    from .specs import CompareSpec
+    nll, nll_n, nll_items = opts["nll"], opts["nll_n"], opts["nll_items"]
+    if (nll_n is not None or nll_items) and not nll:
+        raise ZooError(f"{'--nll-n' if nll_n is not None else '--nll-option'} applies to the likelihood: add --nll")
+    preset, presets = None, {}
+    for spec in opts["preset_specs"]:
+        name, sep, value = spec.rpartition("=")
+        if sep and not (name and value):
+            raise ZooError(f"--preset {spec!r}: write PRESET or MODEL=PRESET (e.g. --preset tiny, --preset ddpm=small)")
+        if sep:
+            presets[name] = value
+        else:
+            preset = value
+    options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
+                            steps=("--sample-steps", opts["sample_steps"]))
+    metrics, refs = opts["metrics"], opts["references"]
+    return CompareSpec(budget_minutes=opts["budget_minutes"], steps=opts["steps"], n=opts["n"], seed=opts["seed"],
+                       extractor=opts["extractor"], preset=preset, presets=presets, sets=tuple(opts["sets"]),
+                       metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",") if m.strip()),
+                       device=opts["device"], options=options, title=opts["title"],
+                       reference=refs[0] if refs else None, extra_references=tuple(refs[1:]), nll=nll, nll_n=nll_n,
+                       nll_options=parse_options(nll_items, "--nll-option"), fid_points=opts["fid_points"],
+                       fid_n=opts["fid_n"])

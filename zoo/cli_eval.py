@@ -9,55 +9,18 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OPTION_HELP, option_values
+from .cli_common import OPTION_HELP, metrics_option, option_values
 from .errors import ZooError
 
 MNIST_TRAIN_STEPS = 1200
 
 
-def _fmt(v, digits: int) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def pm(mean: float, std: float | None, meaningful: bool, what: str, digits: int = 3) -> str:
-    """``mean ± std (what)`` with std to two significant digits and the mean to the same decimals; just
-    ``mean`` when the spread means nothing (one split, identical subsets, or exactly 0)."""
-    import math
-    if not meaningful or std is None or not math.isfinite(std) or std <= 0:
-        return f"{mean:.{digits}f}"
-    decimals = min(10, max(0, 1 - math.floor(math.log10(std))))
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f} ({what})"
-
-
 def result_table(r: dict) -> str:
-    """The human-readable table of a result dict (``zoo eval``): ± only where it means something, with
-    what it is over; ``—`` for what was asked but does not apply (a model with no likelihood)."""
-    rows = [("FID", _fmt(r.get("fid"), 3))]
-    if r.get("is_mean") is not None:
-        splits = int(r.get("is_splits") or 1)
-        rows.append(("IS", pm(r["is_mean"], r.get("is_std"), splits > 1, f"std over {splits} splits") if splits > 1
-                     else f"{r['is_mean']:.3f} (1 split of {r.get('n')} images; a spread needs 2000 or more)"))
-    if r.get("kid_mean") is not None:
-        m, subsets = r.get("kid_subset_size"), r.get("kid_subsets")
-        differ = bool(r.get("kid_subsets_differ", True))
-        rows.append(("KID", pm(r["kid_mean"], r.get("kid_std"), differ, f"std over {subsets} subsets of {m}", 5)
-                     if differ else f"{r['kid_mean']:.5f} (1 subset: all {m} images on both sides, no spread)"))
-    rows += [("precision", _fmt(r.get("precision"), 4)), ("recall", _fmt(r.get("recall"), 4))]
-    if r.get("modes") is not None:
-        share = r.get("modes_min_share", 0.02)
-        rows += [("modes", f"{r['modes']} of {len(r.get('modes_histogram') or []) or 10} classes "
-                           f"(each >= {share * 100:g}% of the samples)"),
-                 ("class KL", f"{r['class_kl']:.4f} nats (0: balanced classes, 2.3026: one class)"),
-                 ("confidence", f"{r['mean_confidence']:.4f} (mean top-class probability)")]
-    elif r.get("modes_note"):
-        rows.append(("modes", f"— ({r['modes_note']})"))
-    if r.get("bits_per_dim") is not None:
-        others = "; ".join(f"{k} {v:.4f}" for k, v in (r.get("bits_per_dim_bounds") or {}).items()
-                           if k != r["bits_per_dim_bound"])
-        rows.append(("bits/dim", f"{r['bits_per_dim']:.4f} ({r['bits_per_dim_bound']} bound{'; ' + others if others else ''}"
-                                 f") on {r['nll_n']} images in {r['nll_seconds']:.1f} s"))
-    elif r.get("nll_note"):
-        rows.append(("bits/dim", f"— ({r['nll_note']})"))
+    """The human-readable table of a result dict (``zoo eval``): each registered metric's lines (its
+    declaration's ``table``; ± only where it means something), metrics on samples first, then the
+    likelihood; ``—`` for what was asked but does not apply (a model with no likelihood)."""
+    from .metrics import in_table_order
+    rows = [row for metric in in_table_order() for row in metric.rows(r)]
     lines = [f"{name:<10} {value}" for name, value in rows if value not in (None, "-")]
     return "\n".join([f"{'metric':<10} value", f"{'-' * 10} {'-' * 16}", *lines])
 
@@ -68,9 +31,8 @@ def result_table(r: dict) -> str:
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
                    "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
 @click.option("-n", "n", type=click.IntRange(2), help="Samples to draw [default: 10000]; with --images, use the first N.")
-@click.option("--metrics", default="fid,is,kid,prc,modes", show_default=True,
-              help="Comma-separated: fid, is, kid, prc (precision/recall), modes (mode coverage of digits); "
-                   "none with --nll for the likelihood alone.")
+@metrics_option("Comma-separated: {choices}, or a plugin's; none with --nll for the likelihood alone. "
+                "[default: {default}]")
 @click.option("--extractor", help="Feature extractor: mnist (zoo's MNIST classifier), inception (torch-fidelity's "
               "Inception-v3) or a plugin's (zoo list). [default: the one the dataset declares, else mnist for "
               "28x28 grayscale data, else inception]")
@@ -102,9 +64,7 @@ def result_table(r: dict) -> str:
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout (for scripts).")
-def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_items, sampler, steps, eta, nll, nll_n,
-             nll_items, seed, batch_size, inception_weights, mnist_weights, cache_dir, sets, ckpt, no_ema, device,
-             as_json):
+def eval_cmd(run_dir, images_path, **opts):
     """FID / IS / KID / precision-recall / mode coverage of a run's samples (or of --images) against real
     images, and with --nll the model's likelihood in bits/dim.
 
@@ -119,44 +79,19 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
     every number.
     """
-    from .config import BASE, base_config, merge, parse_options, parse_set
-    from .evaluate import parse_metrics, read_images
-    if (run_dir is None) == (images_path is None):
-        raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
-                       if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
-    overrides = parse_set(sets)
-    if set(overrides) - {"data"}:
-        raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
-    name, weights = _extractor_choice(extractor, inception_weights, mnist_weights)
-    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
-                            eta=("--eta", eta))
-    nll_options = parse_options(nll_items, "--nll-option")
-    if nll_options and not nll:
-        raise ZooError("--nll-option applies to the likelihood: add --nll")
-    if nll_n is not None and not nll:
-        raise ZooError("--nll-n applies to the likelihood: add --nll")
-    if images_path is not None:
-        if options:
-            raise ZooError(f"--option/--sampler/--steps/--eta ({', '.join(options)}) apply to sampling a run, not "
-                           f"to --images")
-        if nll:
-            raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
-    parse_metrics(metrics, allow_empty=nll and run_dir is not None)
+    from .images import read_images
+    spec, options, overrides = _eval_settings(run_dir, images_path, opts)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings come back in the result and are printed below
         if run_dir is not None:
-            result = _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device,
-                               name, metrics, n, seed, batch_size, cache_dir, weights)
+            result = _eval_run(run_dir, spec, overrides, opts)
         else:
+            from .config import BASE, base_config, merge
             from .evaluate import evaluate
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
-            images = read_images(images_path)
-            result = evaluate(images, reference, extractor=name, metrics=metrics, n=n, seed=seed,
-                              batch_size=batch_size, device=None if device == "auto" else device,
-                              cache_dir=cache_dir, data=data, extractor_weights=weights,
-                              progress=sys.stderr.isatty())
+            result = evaluate(read_images(images_path), opts["reference"], spec, data=data)
             result["images"] = str(images_path)
     import torch
     from . import __version__
@@ -166,7 +101,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     if run_dir is not None:
         result["run"] = str(run_dir)
         (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    if as_json:
+    if opts["as_json"]:
         click.echo(json.dumps(result))
     else:
         if result.get("reference"):
@@ -183,26 +118,64 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
         click.echo(f"warning: {w}", err=True)
 
 
-def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device, name, metrics,
-              n, seed, batch_size, cache_dir, weights) -> dict:
+def _eval_settings(run_dir, images_path, opts: dict):
+    """Check the command line before any work and build the :class:`~zoo.evaluate.EvalSpec` from it:
+    ``(spec, sampling options, --set overrides)``."""
+    from .config import parse_options, parse_set
+    from .specs import EvalSpec
+    from .metrics import parse_metrics
+    if (run_dir is None) == (images_path is None):
+        raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
+                       if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
+    overrides = parse_set(opts["sets"])
+    if set(overrides) - {"data"}:
+        raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
+    name, weights = _extractor_choice(opts["extractor"], opts["inception_weights"], opts["mnist_weights"])
+    options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
+                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]))
+    nll, nll_options = opts["nll"], parse_options(opts["nll_items"], "--nll-option")
+    if nll_options and not nll:
+        raise ZooError("--nll-option applies to the likelihood: add --nll")
+    if opts["nll_n"] is not None and not nll:
+        raise ZooError("--nll-n applies to the likelihood: add --nll")
+    if images_path is not None:
+        if options:
+            raise ZooError(f"--option/--sampler/--steps/--eta ({', '.join(options)}) apply to sampling a run, not "
+                           f"to --images")
+        if nll:
+            raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
+    if opts["metrics"] is not None:
+        parse_metrics(opts["metrics"], allow_empty=nll and run_dir is not None)
+    device = opts["device"]
+    spec = EvalSpec(metrics=opts["metrics"], n=opts["n"], seed=opts["seed"], extractor=name, extractor_weights=weights,
+                    batch_size=opts["batch_size"], device=None if device == "auto" else device,
+                    cache_dir=opts["cache_dir"], progress=sys.stderr.isatty(), sample_options=options, nll=nll,
+                    nll_n=opts["nll_n"], nll_options=nll_options)
+    return spec, options, overrides
+
+
+def _eval_run(run_dir, spec, overrides: dict, opts: dict) -> dict:
     """Check everything a run's evaluation needs from its config (options, data, reference), then load
     its model and evaluate it."""
+    from dataclasses import replace
+
     from . import api
     from .config import Config, merge
     from .contract import check_likelihood_options, check_sample_options
-    from .evaluate import evaluate, parse_metrics, reference_for_config
+    from .evaluate import evaluate
+    from .metrics import parse_metrics
+    from .references import reference_for_config
     from .registry import registry
     cfg = api.run_config(run_dir)
     cls = registry().model(cfg.model_name).cls
-    options = check_sample_options(cls, options, name=cfg.model_name)   # before any work: a typo costs nothing
-    if nll:
-        nll_options = check_likelihood_options(cls, nll_options, name=cfg.model_name)
-    model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
+    spec = replace(spec, sample_options=check_sample_options(cls, spec.sample_options, name=cfg.model_name))
+    if spec.nll:   # before any work: a typo costs nothing
+        spec = replace(spec, nll_options=check_likelihood_options(cls, spec.nll_options, name=cfg.model_name))
+    model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
+                         device=api.pick_device(opts["device"]))
     cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
-    ref = reference_for_config(cfg, reference) if parse_metrics(metrics, allow_empty=nll) else None
-    return evaluate(model, ref, extractor=name, metrics=metrics, n=n, seed=seed, batch_size=batch_size,
-                    cache_dir=cache_dir, sample_options=options, extractor_weights=weights,
-                    progress=sys.stderr.isatty(), nll=nll, nll_n=nll_n, nll_options=nll_options, config=cfg)
+    ref = reference_for_config(cfg, opts["reference"]) if parse_metrics(spec.metrics, allow_empty=spec.nll) else None
+    return evaluate(model, ref, replace(spec, device=None, config=cfg))
 
 
 def _extractor_choice(extractor, inception_weights, mnist_weights):

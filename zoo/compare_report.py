@@ -1,10 +1,12 @@
 """The files `zoo compare` writes: leaderboard.md/.csv/.json, samples.png, curves.png, memorisation.png and
 a self-contained report.html (every figure embedded).
 
-A row is a dict of the result keys the evaluation harness uses (``fid``, ``is_mean``, ``kid_mean``,
-``precision``, ``recall``, ``bits_per_dim``, ``modes``, ``class_kl``, ...) plus compare's own (``fid_last``,
-``best_step``, ``params``, ``steps``, ...); keys starting with ``_`` (images, run paths) never reach the files.
-A value the harness did not give is ``—`` in the tables and ``null`` in the JSON.
+A row is a :class:`Row`: the model, its error, its values -- the result keys of the registered metrics
+(``fid``, ``is_mean``, ``kid_mean``, ``precision``, ``recall``, ``bits_per_dim``, ``modes``, ...) plus
+compare's own (``fid_last``, ``best_step``, ``params``, ``steps``, ...) -- and what only the figures use
+(samples, the memorisation check's images, the run directory). The columns, headers and cells of the
+metrics come from their declarations (zoo/metrics.py); a value not measured is ``—`` in the tables and
+``null`` in the JSON. Plain dicts are accepted too (``_grid``, ``_run``, ``_nearest``, ... as in older zoo).
 """
 from __future__ import annotations
 
@@ -13,44 +15,97 @@ import csv
 import html
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-ABSENT = "—"
-COLUMNS = ["model", "fid", "fid_last", "best_step", "is_mean", "kid_mean", "precision", "recall", "bits_per_dim",
-           "bits_per_dim_bound", "modes", "class_kl", "params", "steps", "train_seconds", "sample_seconds_per_1000",
-           "error"]
-JSON_ONLY = ["is_std", "kid_std", "mean_confidence", "sample_options", "fid_curve", "nearest", "nll_n", "nll_seconds",
-             "nll_options"]
+from .metrics import registered
+from .scores import ABSENT, Score, fmt
+
+AFTER_FID = ["fid_last", "best_step"]                            # compare's own, next to the ranked FID
+OWN = ["params", "steps", "train_seconds", "sample_seconds_per_1000", "error"]
+OWN_HEADERS = ["params", "steps", "train s", "sample s/1k", "error"]
+OWN_JSON = ["sample_options", "fid_curve", "nearest", "nll_options"]
+_PRIVATE = {"_grid": "grid", "_nearest": "neighbours", "_run": "run", "_extractor": "extractor",
+            "_reference": "reference", "_trace": "trace"}
+
+
+@dataclass
+class Row:
+    """One model's line of the leaderboard, and what the report's figures draw."""
+    model: str
+    error: str = ""
+    values: dict = field(default_factory=dict)      # metric result keys, fid_last, fid_<reference>, best_step, ...
+    grid: Any = None                                # up to 64 samples (samples.png)
+    neighbours: dict | None = None                  # zoo.memorisation.nearest_training_images (memorisation.png)
+    run: str | None = None                          # its run directory (curves.png reads metrics.jsonl)
+    extractor: str | None = None
+    reference: str | None = None                    # what the scores were measured against
+    references: dict = field(default_factory=dict)  # extra reference spec -> its description
+    trace: str = ""                                 # the traceback of a scoring failure
+
+    def get(self, key: str, default=None):
+        return {"model": self.model, "error": self.error}.get(key, self.values.get(key, default))
+
+    @classmethod
+    def of(cls, row: "Row | dict") -> "Row":
+        """A :class:`Row`, from a row or a plain dict (its ``_`` keys become the figures' fields)."""
+        if isinstance(row, Row):
+            return row
+        out = cls(row["model"], row.get("error") or "")
+        for k, v in row.items():
+            if k in _PRIVATE:
+                setattr(out, _PRIVATE[k], v)
+            elif k.startswith("_reference_"):
+                out.references[k[len("_reference_"):]] = v
+            elif k not in ("model", "error") and not k.startswith("_"):
+                out.values[k] = v
+        return out
 
 
 def extra_columns(rows) -> list[str]:
     """The FID columns of extra references (``fid_<reference>``)."""
-    return sorted({k for r in rows for k in r if k.startswith("fid_") and k not in ("fid_last", "fid_curve")})
+    return sorted({k for r in rows for k in Row.of(r).values
+                   if k.startswith("fid_") and k not in ("fid_last", "fid_curve")})
+
+
+def shown_scores(rows) -> list[Score]:
+    """The scores of the metrics a leaderboard shows: those computed by default, those of the model
+    (the likelihood), and any other one that some row measured -- the ranked FID's first."""
+    rows = [Row.of(r) for r in rows]
+    return [s for m in registered().values()
+            if m.default or not m.on_samples or any(r.get(sc.key) is not None for r in rows for sc in m.scores)
+            for s in m.scores]
 
 
 def columns(rows) -> list[str]:
-    """COLUMNS with the extra-reference FID columns after ``best_step``."""
-    return COLUMNS[:4] + extra_columns(rows) + COLUMNS[4:]
+    """model, the ranked FID, fid_last, best_step, the extra-reference FIDs, the other metrics' columns,
+    then compare's own."""
+    keys = [s.key for s in shown_scores(rows) if s.label or s.column]
+    return ["model", *keys[:1], *AFTER_FID, *extra_columns(rows), *keys[1:], *OWN]
 
 
-def write_reports(rows: list[dict], out: Path, title: str, context: dict) -> dict[str, Path]:
+def write_reports(rows: list, out: Path, title: str, context: dict) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    rows = [Row.of(r) for r in rows]
     cols = columns(rows)
     extra = extra_columns(rows)
+    scores = shown_scores(rows)
+    json_only = [s.key for s in scores if not (s.label or s.column)] + OWN_JSON
     public = [{k: r.get(k) for k in cols} for r in rows]
     (out / "leaderboard.json").write_text(json.dumps(
-        {"context": context, "rows": [{**p, **{k: r.get(k) for k in JSON_ONLY}} for p, r in zip(public, rows)]},
+        {"context": context, "rows": [{**p, **{k: r.get(k) for k in json_only}} for p, r in zip(public, rows)]},
         indent=2) + "\n")
     with open(out / "leaderboard.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(public)
-    header = _header(extra)
+    header = _header(extra, scores)
     lines = [f"# {title}", "", *[f"- {k}: {v}" for k, v in context.items()], "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(public, 1):
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in _cells(i, r, extra)) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in _cells(i, r, extra, scores)) + " |")
     files = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json",
              "samples": out / "samples.png", "curves": out / "curves.png", "memorisation": out / "memorisation.png",
              "html": out / "report.html"}
@@ -61,40 +116,24 @@ def write_reports(rows: list[dict], out: Path, title: str, context: dict) -> dic
     samples_figure(rows, files["samples"])
     curves_figure(rows, files["curves"])
     memorisation_figure(rows, files["memorisation"])
-    _html(public, rows, context, title, files, extra)
+    _html(public, rows, context, title, files, (extra, scores))
     return files
 
 
 # --- table cells ---------------------------------------------------------------------------------
-def fmt(v, digits=3) -> str:
-    if v is None or v == "":
-        return ABSENT
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{digits}f}" if abs(v) < 1e4 else f"{v:.3g}"
-    if isinstance(v, int) and v >= 100_000:
-        return f"{v / 1e6:.2f}M"
-    if isinstance(v, int) and v >= 10_000:
-        return f"{v / 1e3:.0f}k"
-    return str(v)
+def _header(extra, scores) -> list[str]:
+    shown = [s for s in scores if s.label]
+    first = [f"{shown[0].header} (best ckpt)", "FID last", "best step"] if shown else []
+    return ["#", "model", *first, *[f"FID vs {c[4:]} ↓" for c in extra], *[s.header for s in shown[1:]],
+            *OWN_HEADERS]
 
 
-def _header(extra) -> list[str]:
-    return ["#", "model", "FID ↓ (best ckpt)", "FID last", "best step", *[f"FID vs {c[4:]} ↓" for c in extra], "IS ↑",
-            "KID ↓", "precision ↑", "recall ↑", "bits/dim ↓", "modes ↑", "class KL ↓", "params", "steps", "train s",
-            "sample s/1k", "error"]
-
-
-def _bits(r) -> str:
-    if r.get("bits_per_dim") is None:
-        return ABSENT
-    return fmt(r["bits_per_dim"], 3) + (f" ({r['bits_per_dim_bound']})" if r.get("bits_per_dim_bound") else "")
-
-
-def _cells(i, r, extra) -> list[str]:
-    return [str(i), r["model"], fmt(r["fid"], 2), fmt(r["fid_last"], 2), fmt(r["best_step"]),
-            *[fmt(r[c], 2) for c in extra], fmt(r["is_mean"], 2), fmt(r["kid_mean"], 4), fmt(r["precision"]),
-            fmt(r["recall"]), _bits(r), fmt(r["modes"]), fmt(r["class_kl"], 3), fmt(r["params"]), fmt(r["steps"]),
-            fmt(r["train_seconds"], 1), fmt(r["sample_seconds_per_1000"], 2), r["error"] or ""]
+def _cells(i, r, extra, scores) -> list[str]:
+    shown = [s for s in scores if s.label]
+    first = [shown[0].show(r), fmt(r.get("fid_last"), 2), fmt(r.get("best_step"))] if shown else []
+    return [str(i), r["model"], *first, *[fmt(r[c], 2) for c in extra], *[s.show(r) for s in shown[1:]],
+            fmt(r["params"]), fmt(r["steps"]), fmt(r["train_seconds"], 1), fmt(r["sample_seconds_per_1000"], 2),
+            r["error"] or ""]
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -114,15 +153,15 @@ def _show(ax, images, nrow: int) -> None:
 
 def samples_figure(rows, path: Path) -> None:
     plt = _pyplot()
-    shown = [r for r in rows if "_grid" in r]
+    shown = [r for r in map(Row.of, rows) if r.grid is not None]
     k = max(1, len(shown))
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.6), squeeze=False)
     for ax in axes[0]:
         ax.axis("off")
     for ax, r in zip(axes[0], shown):
-        _show(ax, r["_grid"], 8)
+        _show(ax, r.grid, 8)
         fid = r.get("fid")
-        ax.set_title(f"{r['model']}\nFID {fid:.2f}" if fid is not None else r["model"], fontsize=10)
+        ax.set_title(f"{r.model}\nFID {fid:.2f}" if fid is not None else r.model, fontsize=10)
     if not shown:
         axes[0][0].text(0.5, 0.5, "no model produced samples", ha="center", va="center")
     fig.tight_layout()
@@ -150,8 +189,7 @@ def curves_figure(rows, path: Path, ncols: int = 4) -> dict:
     model -- losses are in different units (nats per image, bits/dim, a GAN's two players), so they never
     share an axis. Returns what was drawn: ``{"fid": [models], "loss_panels": [models]}``."""
     plt = _pyplot()
-    runs = [(r["model"], _series(r["_run"])) for r in rows
-            if r.get("_run") and (Path(r["_run"]) / "metrics.jsonl").is_file()]
+    runs = [(r.model, _series(r.run)) for r in map(Row.of, rows) if r.run and (Path(r.run) / "metrics.jsonl").is_file()]
     ncols = max(1, min(ncols, len(runs)))
     loss_rows = max(1, math.ceil(len(runs) / ncols))
     fig = plt.figure(figsize=(max(8.0, 3.3 * ncols), 3.8 + 2.6 * loss_rows))
@@ -204,14 +242,14 @@ def memorisation_figure(rows, path: Path) -> list[str]:
     shown."""
     import torch
     plt = _pyplot()
-    shown = [r for r in rows if r.get("_nearest")]
+    shown = [r for r in map(Row.of, rows) if r.neighbours]
     fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(8, 2.3 * max(1, len(shown))), squeeze=False)
     for ax in axes[:, 0]:
         ax.axis("off")
     for ax, r in zip(axes[:, 0], shown):
-        nn = r["_nearest"]
+        nn = r.neighbours
         _show(ax, torch.cat([nn["images"].cpu(), nn["neighbours"].cpu()]), len(nn["images"]))
-        ax.set_title(f"{r['model']}: feature distance to the nearest of {nn['searched']} training images "
+        ax.set_title(f"{r.model}: feature distance to the nearest of {nn['searched']} training images "
                      f"{', '.join(f'{d:.2f}' for d in nn['distances'])}\n(typical distance between neighbouring "
                      f"training images: {nn['typical_distance']:.2f}; a copy would be near 0)", fontsize=8)
     if not shown:
@@ -219,7 +257,7 @@ def memorisation_figure(rows, path: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [r["model"] for r in shown]
+    return [r.model for r in shown]
 
 
 # --- report.html ---------------------------------------------------------------------------------
@@ -227,17 +265,17 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def _html(public, rows, context, title, files, extra=()) -> None:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(extra))
+def _html(public, rows, context, title, files, columns) -> None:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(*columns))
     body = []
     for i, r in enumerate(public, 1):
-        cells = _cells(i, r, extra)
+        cells = _cells(i, r, *columns)
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     ctx = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in context.items())
     near = [r for r in rows if r.get("nearest")]
-    memo = "".join(f"<li>{html.escape(r['model'])}: nearest-neighbour distances "
-                   f"{html.escape(', '.join(f'{d:.2f}' for d in r['nearest']['distances']))} "
-                   f"(typical between training images: {r['nearest']['typical_distance']:.2f})</li>" for r in near)
+    memo = "".join(f"<li>{html.escape(r.model)}: nearest-neighbour distances "
+                   f"{html.escape(', '.join(f'{d:.2f}' for d in r.get('nearest')['distances']))} "
+                   f"(typical between training images: {r.get('nearest')['typical_distance']:.2f})</li>" for r in near)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;}}table{{border-collapse:collapse;}}

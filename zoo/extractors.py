@@ -4,7 +4,8 @@ Both are torch-fidelity feature extractors (:class:`torch_fidelity.FeatureExtrac
 one is registered with torch-fidelity's own registry as ``zoo-mnist``, so
 ``torch_fidelity.calculate_metrics(..., feature_extractor="zoo-mnist")`` works as well. zoo exposes them
 as the extractors ``mnist`` and ``inception`` through the ``zoo_register_extractors`` hook in
-``plugins/extractors.py``; a third-party extractor is registered the same way.
+``plugins/extractors.py``; a third-party extractor is registered the same way. ``load_extractor`` builds a
+registered one, ``layer`` names its layer for a metric, ``extract_features`` runs it over uint8 images.
 
 Besides torch-fidelity's interface the harness (``zoo/evaluate.py``) reads five optional attributes
 of an extractor instance:
@@ -19,6 +20,7 @@ of an extractor instance:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -327,3 +329,58 @@ def train_mnist_classifier(out: str | Path, *, data: str = "auto", root: str | N
     torch.save({"state_dict": state, "meta": meta}, tmp)
     tmp.replace(out)
     return meta
+
+
+# --- loading a registered extractor, and features of images -----------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def load_extractor(name: str, weights: str | None = None, device: str = "cpu"):
+    """The registered extractor ``name`` (a torch-fidelity FeatureExtractorBase) on ``device``, in eval
+    mode; kept in memory, so the trainer's periodic FID does not reload it."""
+    from torch_fidelity import FeatureExtractorBase
+    from .registry import registry
+    entry = registry().extractor(name)
+    try:
+        ext = entry.factory(**({"weights": weights} if weights else {}))
+    except ZooError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken plugin extractor is one line
+        raise ZooError(f"feature extractor '{name}' (plugin {entry.plugin}) failed to load: {type(e).__name__}: "
+                       f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+    if not isinstance(ext, FeatureExtractorBase):
+        raise ZooError(f"feature extractor '{name}' (plugin {entry.plugin}) returned {type(ext).__name__}, not a "
+                       f"torch_fidelity.FeatureExtractorBase")
+    return ext.to(device).eval().requires_grad_(False)
+
+
+def layer(ext, metric: str) -> str:
+    """The extractor's feature layer for ``metric`` (torch-fidelity names: isc, fid, kid, prc)."""
+    name = type(ext).get_default_feature_layer_for_metric(metric)
+    if name not in ext.get_requested_features_list():
+        raise ZooError(f"feature extractor {ext.get_name()} does not compute layer '{name}' needed for {metric}")
+    return name
+
+
+def device_of(ext) -> torch.device:
+    for t in list(ext.parameters()) + list(ext.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def extract_features(ext, images: torch.Tensor, size: int | None, batch_size: int = 256, progress: bool = False,
+                     desc: str = "features") -> dict[str, torch.Tensor]:
+    """Every layer ``ext`` computes, for uint8 ``images``, as float32 CPU tensors ``(N, D)``."""
+    from tqdm.auto import tqdm
+
+    from .images import to_extractor_input
+    device = device_of(ext)
+    channels = int(getattr(ext, "input_channels", 3))
+    out: dict[str, list] = {k: [] for k in ext.get_requested_features_list()}
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar, \
+            torch.autocast(device.type, enabled=False):
+        for i in range(0, len(images), batch_size):
+            x = to_extractor_input(images[i:i + batch_size], channels, size).to(device, non_blocking=True)
+            for k, v in ext.convert_features_tuple_to_dict(ext(x)).items():
+                out[k].append(v.float().cpu())
+            bar.update(len(x))
+    return {k: torch.cat(v) for k, v in out.items()}

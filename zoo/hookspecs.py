@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contract import ZooModel
+    from .scores import Score
 
 API_VERSION = 1
 """The plugin API version, bumped when the contract changes incompatibly. A plugin module may set
@@ -51,6 +52,15 @@ class RegisterExtractor(Protocol):
         ``torch_fidelity.FeatureExtractorBase``."""
 
 
+class RegisterMetric(Protocol):
+    def __call__(self, name: str, compute: Callable, scores: tuple[Score, ...], needs: tuple[str, ...] = ("features",),
+                 description: str = "", default: bool = False, table: Callable | None = None) -> None:
+        """Add metric ``name``: ``compute(inputs: zoo.metrics.Inputs)`` returns a dict holding its result
+        keys (``scores``: ``zoo.metrics.Score`` declarations: key, label, direction, decimals) and any notes;
+        ``needs``: what it reads (``zoo.metrics.NEEDS``); ``default``: computed when no ``--metrics`` are
+        chosen; ``table(result)``: its lines in ``zoo eval``'s table (default: one per labelled score)."""
+
+
 @hookspec
 def zoo_register_models(register: RegisterModel) -> None:
     """Add models: call ``register(cls, name=None, config=None, description=None)`` once per model name.
@@ -75,10 +85,21 @@ def zoo_register_datasets(register: RegisterDataset) -> None:
 def zoo_register_extractors(register: RegisterExtractor) -> None:
     """Add feature extractors for evaluation: call ``register(name, factory, description="")``.
 
-    ``factory(**options)`` returns a ``torch_fidelity.FeatureExtractorBase`` (see ``zoo/evaluate.py`` for
+    ``factory(**options)`` returns a ``torch_fidelity.FeatureExtractorBase`` (see ``zoo/extractors.py`` for
     the optional attributes the harness reads). Called once per process, when the registry is first used.
     """
 
 
-HOOKS = ("zoo_register_models", "zoo_register_datasets", "zoo_register_extractors")
+@hookspec
+def zoo_register_metrics(register: RegisterMetric) -> None:
+    """Add evaluation metrics: call ``register(name, compute, scores, needs=("features",), description="",
+    default=False, table=None)`` once per metric.
+
+    ``zoo eval --metrics NAME``, ``zoo compare --metrics fid,NAME``, the result JSON, the leaderboard and
+    report.html then show it (``zoo/metrics.py`` holds zoo's own as examples). Called once per process,
+    when the registry is first used.
+    """
+
+
+HOOKS = ("zoo_register_models", "zoo_register_datasets", "zoo_register_extractors", "zoo_register_metrics")
 """Every hook, in the order zoo calls them."""

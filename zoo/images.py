@@ -1,4 +1,6 @@
-"""Images out of a model: sampling in batches, grids, .npz arrays and PNG folders.
+"""Images out of a model -- sampling in batches, grids, .npz arrays and PNG folders -- and images in:
+image arrays and files checked and read as uint8 (``as_uint8_images``, ``read_images``), and converted to
+what a feature extractor takes (``to_extractor_input``).
 
 Shared by the trainer (sample grids), ``zoo sample``, the evaluation harness and ``zoo compare``.
 """
@@ -7,10 +9,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .device import autocast, resolve_precision
 from .errors import ZooError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def save_grid(images: torch.Tensor, path: str | Path) -> None:
@@ -59,3 +65,139 @@ def write_images(images: torch.Tensor, out: str | Path) -> Path:
         for i, img in enumerate(images):
             save_image(img, out / f"{i:06d}.png")
     return out
+
+
+# --- images in (evaluation) ------------------------------------------------------------------------------
+def as_uint8_images(x, what: str = "images") -> torch.Tensor:
+    """An image array -> uint8 ``(N, C, H, W)``, C = 1 or 3. Accepts ``(N, H, W)``, ``(N, C, H, W)`` and
+    ``(N, H, W, C)``; uint8 / integer 0-255, or float in [0, 1]. Anything else is a one-line ZooError."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise ZooError(f"{what}: array of dtype {x.dtype} is not an image array (use uint8 0-255 or float 0-1)")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not torch.is_tensor(x):
+        raise ZooError(f"{what}: expected an image array or tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise ZooError(f"{what} have shape {shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3")
+    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2)[:, :3]   # channels-last (an alpha channel is dropped)
+    if x.shape[1] not in (1, 3):
+        raise ZooError(f"{what} have shape {shape}; expected 1 (grayscale) or 3 (RGB) channels")
+    if x.shape[0] == 0:
+        raise ZooError(f"{what} hold no images (shape {shape})")
+    if min(x.shape[-2:]) < 8:
+        raise ZooError(f"{what} have shape {shape}: images of {x.shape[-2]}x{x.shape[-1]} pixels are too small "
+                       f"(expected e.g. (N, 28, 28) or (N, 3, 32, 32))")
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if x.dtype == torch.bool or x.is_complex():
+        raise ZooError(f"{what}: dtype {x.dtype} is not an image dtype (use uint8 0-255 or float 0-1)")
+    if x.is_floating_point():
+        x = x.float()
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ZooError(f"{what} contain {bad} NaN/inf values -- the images are broken (check the model's output)")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ZooError(f"float {what} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}] -- map [-1, 1] "
+                           f"images with (x + 1) / 2, divide 0-255 floats by 255, or pass uint8")
+        return (x.clamp(0, 1) * 255).round_().to(torch.uint8).contiguous()
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi > 255:
+        raise ZooError(f"integer {what} must be in 0-255, got values in [{lo}, {hi}]")
+    return x.to(torch.uint8).contiguous()
+
+
+def read_images(path) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` from a folder of images (PNG/JPEG/..., searched recursively, sorted by name,
+    all the same size) or an ``.npz`` (key ``images``, or its only array) / ``.npy`` file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        run = run_dir_of(p)
+        if run is not None:
+            raise ZooError(f"'{path}' is {'the samples folder of ' if run != p else ''}a zoo run directory: its PNGs "
+                           f"are training-time sample grids, not samples -- score its model with `zoo eval {run}` "
+                           f"(or write samples with `zoo sample {run} -n 10000 --out FOLDER` and pass that)")
+        return _read_folder(p)
+    if not p.exists():
+        raise ZooError(f"'{path}' does not exist (pass a folder of PNG images, an .npz or an .npy file)")
+    if p.suffix.lower() not in (".npz", ".npy"):
+        raise ZooError(f"'{path}' is not a folder, .npz or .npy file (pass a folder of PNG images or an image array)")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            keys = list(loaded.files)
+            if not keys:
+                raise ZooError(f"'{path}' holds no arrays (save the images with np.savez(path, images=array))")
+            if "images" not in keys and len(keys) > 1:
+                raise ZooError(f"'{path}' holds arrays {', '.join(keys)}: name the images 'images' "
+                               f"(np.savez(path, images=array))")
+            array = loaded["images" if "images" in keys else keys[0]]
+        else:
+            array = loaded
+    except ZooError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated file, pickled objects, not NumPy at all
+        raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
+                       f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
+    return as_uint8_images(array, what=f"'{path}'")
+
+
+def run_dir_of(folder: Path) -> Path | None:
+    """The zoo run directory ``folder`` is (config.yaml next to checkpoints/ or metrics.jsonl), or whose
+    ``samples/`` grid folder it is; else None."""
+    def is_run(d: Path) -> bool:
+        return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
+    if is_run(folder):
+        return folder
+    if folder.name == "samples" and is_run(folder.parent):
+        return folder.parent
+    return None
+
+
+def _read_folder(folder: Path) -> torch.Tensor:
+    from PIL import Image
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise ZooError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in folder '{folder}' "
+                       f"(write some with: zoo sample RUN -n 10000 --out FOLDER)")
+    arrays, first = [], None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+                a = np.asarray(im)
+        except Exception as e:  # noqa: BLE001
+            raise ZooError(f"'{f}' is not a readable image ({type(e).__name__})") from None
+        if first is None:
+            first = (f, a.shape[:2])
+        elif a.shape[:2] != first[1]:
+            raise ZooError(f"images in '{folder}' differ in size: {first[0].name} is {first[1][1]}x{first[1][0]}, "
+                           f"{f.name} is {a.shape[1]}x{a.shape[0]} (all must be the same size)")
+        arrays.append(a)
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
+    return as_uint8_images(np.stack(arrays), what=f"images in '{folder}'")
+
+
+def to_extractor_input(x: torch.Tensor, channels: int, size: int | None) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> uint8 ``(B, channels, size, size)``: grayscale <-> RGB, then a centre crop
+    when the images are a few pixels larger (undoing zoo's padding, e.g. 32 -> 28), else a resize."""
+    if x.shape[1] != channels:
+        if channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            luma = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+            x = (x.float() * luma).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    h, w = x.shape[-2:]
+    if size is not None and (h, w) != (size, size):
+        if h == w and size < h <= size + size // 4 and (h - size) % 2 == 0:
+            m = (h - size) // 2
+            x = x[..., m:m + size, m:m + size]
+        else:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return x.contiguous()

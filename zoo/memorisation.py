@@ -29,16 +29,10 @@ def nearest_training_images(images: torch.Tensor, cfg, *, extractor: str | None 
     recomputed ones); otherwise, or with ``use_cache=False``, every training image's features are
     extracted once per process.
     """
-    from .evaluate import (
-        as_uint8_images,
-        default_extractor,
-        extract_features,
-        layer,
-        load_extractor,
-        pick_device,
-        reference_for_config,
-        to_extractor_input,
-    )
+    from .evaluate import pick_device
+    from .extractors import extract_features, layer, load_extractor
+    from .images import as_uint8_images, to_extractor_input
+    from .references import default_extractor, reference_for_config
     ref = reference_for_config(cfg)
     name = extractor or default_extractor(ref)
     ext = load_extractor(name, None, str(pick_device(device)))
@@ -68,15 +62,16 @@ def nearest_training_images(images: torch.Tensor, cfg, *, extractor: str | None 
 
 
 def _cached_training_features(ref, ext, name, train_images, size, feature_layer):
-    """The harness's cached reference features, reordered to the training images' order, when they cover
-    every image and a few recomputed ones match; else None."""
-    from .evaluate import REF_FEATURES, extract_features, reference_stats
+    """The harness's cached reference features, put back in the training images' order through the kept
+    subset's indices the cache stores, when they cover every image and a few recomputed ones match; else None."""
+    from .extractors import extract_features
+    from .references import reference_stats
     stats = reference_stats(ref, ext, name)
     cached = (stats.get("features") or {}).get(feature_layer)
+    order = stats.get("keep")
     n = len(train_images)
-    if cached is None or int(stats.get("n", -1)) != n or len(cached) != n or n > REF_FEATURES:
+    if cached is None or order is None or int(stats.get("n", -1)) != n or len(cached) != n or len(order) != n:
         return None
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:REF_FEATURES]  # the harness's subset
     check = extract_features(ext, train_images[order[:4]], size)[feature_layer]
     if not torch.allclose(check, cached[:4], rtol=1e-3, atol=1e-4):
         return None

@@ -1,4 +1,4 @@
-"""Plugin discovery and the registry of models, datasets and feature extractors.
+"""Plugin discovery and the registry of models, datasets, feature extractors and metrics.
 
 Every plugin -- the built-ins under ``plugins/`` included -- is a module named
 by an entry point in the ``zoo.plugins`` group. ``ZOO_PLUGINS=a,b`` loads only
@@ -129,6 +129,7 @@ class Registry:
         self.models: dict[str, ModelEntry] = {}
         self.datasets: dict[str, DatasetEntry] = {}
         self.extractors: dict[str, ExtractorEntry] = {}
+        self.metrics: dict = {}                # name -> zoo.metrics.Metric, in registration order
         self.plugins: list[PluginInfo] = []    # registered with pluggy (their hooks ran)
         self.attempted: list[PluginInfo] = []  # every plugin zoo tried to load, in load order
         self.failures: list[Failure] = []
@@ -224,7 +225,8 @@ class Registry:
         """Call each hook through pluggy (all plugins but ``remove``), handing it the registrar."""
         for hook, register in (("zoo_register_models", self._register_model),
                                ("zoo_register_datasets", self._register_dataset),
-                               ("zoo_register_extractors", self._register_extractor)):
+                               ("zoo_register_extractors", self._register_extractor),
+                               ("zoo_register_metrics", self._register_metric)):
             caller = self.pm.subset_hook_caller(hook, remove) if remove else getattr(self.pm.hook, hook)
             caller(register=register)
 
@@ -325,6 +327,24 @@ class Registry:
             return
         self.extractors[name] = ExtractorEntry(name, factory, plugin, description)
 
+    def _register_metric(self, name: str, compute: Callable, scores: tuple = (), needs: tuple = ("features",),
+                         description: str = "", default: bool = False, table: Callable | None = None) -> None:
+        from .scores import NEEDS, Metric, Score
+        plugin = self._current or "?"
+        taken = {s.key: m.name for m in self.metrics.values() for s in m.scores}
+        problem = ("is already registered by plugin " + repr(self.metrics[name].plugin) if name in self.metrics else
+                   "compute is not callable" if not callable(compute) else
+                   "scores must be a non-empty tuple of zoo.metrics.Score" if not scores or
+                   not all(isinstance(s, Score) for s in scores) else
+                   f"needs {sorted(set(needs) - set(NEEDS))}, not among {', '.join(NEEDS)}" if set(needs) - set(NEEDS)
+                   else next((f"result key '{s.key}' is already metric '{taken[s.key]}''s" for s in scores
+                              if s.key in taken), None))
+        if problem:
+            self._fail(plugin, f"metric '{name}': {problem}")
+            return
+        self.metrics[name] = Metric(name, compute, tuple(scores), tuple(needs), description, bool(default), table,
+                                    plugin)
+
     # --- lookup -------------------------------------------------------------------------
     def model(self, name: str) -> ModelEntry:
         if name not in self.models:
@@ -370,9 +390,11 @@ class Registry:
 
 
 def _adds(reg: Registry, plugin: str) -> dict:
-    return {"models": sorted(m.name for m in reg.models.values() if m.plugin == plugin),
+    adds = {"models": sorted(m.name for m in reg.models.values() if m.plugin == plugin),
             "datasets": sorted(d.name for d in reg.datasets.values() if d.plugin == plugin),
             "extractors": sorted(x.name for x in reg.extractors.values() if x.plugin == plugin)}
+    metrics = [m.name for m in reg.metrics.values() if m.plugin == plugin]
+    return {**adds, "metrics": metrics} if metrics else adds
 
 
 def _load_order(ep) -> tuple:

@@ -363,7 +363,7 @@ def check_extractor(name: str, *, options: dict | None = None, images: torch.Ten
     """
     from torch_fidelity import FeatureExtractorBase
 
-    from .evaluate import extract_features, layer
+    from .extractors import extract_features, layer
     from .registry import registry
 
     def fail(what: str) -> AssertionError:
@@ -422,8 +422,8 @@ def registry_with(*plugins: Any, **named: Any) -> Iterator[Registry]:
     (``zoo.create_model``, ``zoo.load_dataset``, the checks above, in-process CLI calls) inside the
     block; the previous registry comes back afterwards.
 
-    ``plugins``: entry-point names of installed plugins (``"datasets"`` and ``"extractors"`` are zoo's
-    built-in datasets and extractors, ``"vae"`` its VAE, ...) or plugin objects (a module or an object
+    ``plugins``: entry-point names of installed plugins (``"datasets"``, ``"extractors"`` and ``"metrics"`` are
+    zoo's built-in datasets, extractors and metrics, ``"vae"`` its VAE, ...) or plugin objects (a module or an object
     with ``@hookimpl`` methods, named by its ``__name__`` or class); ``named``: ``name=plugin_object``.
     Failures are recorded in ``reg.failures`` as usual (``ZOO_PLUGINS`` / ``ZOO_DISABLE_PLUGINS`` do not
     apply)::

@@ -1,0 +1,141 @@
+"""`zoo compare`, stage 2: training -- each model trains into ``OUT/runs/NAME`` with the same budget and,
+by default, a cheap periodic FID (``trainer.eval_every`` / ``trainer.eval_n``, about ``fid_points``
+evaluations per run), so the trainer keeps ``checkpoints/best.pt`` by FID and the FID-against-time curve
+is filled for every model. A line is printed as each model starts and ends, with an ETA. Runs already
+finished are reused; interrupted ones are resumed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import torch
+
+from .compare_plan import FID_N, FID_POINTS, MARKER, Entry, Interrupted
+from .errors import ZooError
+
+PROBE_SECONDS = 3.0     # time spent measuring a model's step time, for a minute budget's FID schedule
+
+
+def step_seconds(cfg, budget_seconds: float = PROBE_SECONDS, max_steps: int = 5) -> float:
+    """Seconds per training step of ``cfg``'s model, measured on random inputs of its shape (a warm-up
+    step, then up to ``max_steps`` steps or ``budget_seconds``). It leaves out data preparation, EMA and
+    logging, so it errs fast: used only to spread the periodic FID over a minute budget."""
+    from .device import autocast, resolve_device, resolve_precision
+    from .registry import create_model
+    device = resolve_device(str(cfg.trainer.device))
+    amp = resolve_precision(str(cfg.trainer.precision), device)
+    model = create_model(cfg.model_name, copy.deepcopy(cfg)).to(device).train()
+    optimizers = model.configure_optimizers()
+    phases = [(str(p), int(r)) for p, r in model.phases()]
+    lo, hi = model.data_range
+    x = torch.rand(int(cfg.trainer.batch_size), *model.image_shape, device=device) * (hi - lo) + lo
+
+    def one_step():
+        for name, repeats in phases:
+            for _ in range(repeats):
+                optimizers[name].zero_grad(set_to_none=True)
+                with autocast(device, amp):
+                    loss = model.training_loss(x, name)["loss"]
+                loss.float().backward()
+                optimizers[name].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one_step()
+    t0, n = time.perf_counter(), 0
+    while n < max_steps and (n == 0 or time.perf_counter() - t0 < budget_seconds):
+        one_step()
+        n += 1
+    return (time.perf_counter() - t0) / n  # the model goes with this frame; its memory returns to torch's cache
+
+
+def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=print) -> list[str]:
+    """``trainer.eval_every`` / ``trainer.eval_n`` for about ``fid_points`` cheap FIDs over the run
+    (none when ``fid_points`` is 0, or when ``--set`` chose them)."""
+    from .config import parse_set
+    mine = parse_set(sets).get("trainer", {})
+    if not fid_points or "eval_every" in mine:
+        return []
+    t = e.cfg.trainer
+    if t.max_steps is not None:
+        planned, how = int(t.max_steps), ""
+    elif t.max_minutes is not None:
+        per_step = step_seconds(e.cfg)
+        planned, how = max(1, int(float(t.max_minutes) * 60 / per_step)), f" (about {per_step * 1e3:.3g} ms a step)"
+    else:
+        return []  # an epoch budget: the run's own eval settings apply
+    every = max(1, round(planned / fid_points))
+    eval_n = int(mine.get("eval_n", min(fid_n, n)))
+    echo(f"[compare] {e.label}: FID of {eval_n} samples every {every} steps{how}")
+    return [f"trainer.eval_every={every}"] + ([] if "eval_n" in mine else [f"trainer.eval_n={eval_n}"])
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10000, fid_points=FID_POINTS,
+              fid_n=FID_N, quiet=True, echo=print) -> dict[str, str]:
+    """Train (or resume) the entries that need it, one after the other; returns ``{label: error}`` for
+    those that failed. Prints a line as each starts and ends, with the time left for the rest."""
+    from . import api
+    errors: dict[str, str] = {}
+    todo = [e for e in entries if e.action in ("train", "resume")]
+    for e in entries:
+        if e.action == "reuse":
+            echo(f"[compare] {e.label}: already trained in {e.run}")
+    walls: list[float] = []
+    for i, e in enumerate(todo, 1):
+        left = len(todo) - i + 1
+        eta = _eta(walls, left, budget_minutes)
+        echo(f"[compare] {e.label} ({i}/{len(todo)}): {'resuming' if e.action == 'resume' else 'training'} "
+             f"into {e.run}" + (f" -- about {eta} left for {'it' if left == 1 else f'these {left}'}" if eta else ""))
+        t0 = time.time()
+        try:
+            extra = periodic_fid_sets(e, sets, fid_points, fid_n, n, echo) if e.action == "train" else []
+            _mark(e, "training")
+            if e.action == "resume":
+                result = api.train(resume=True, out=e.run, sets=list(e.settings["sets"]), quiet=quiet)
+            else:
+                result = api.train(e.model, preset=e.preset, sets=list(e.settings["sets"]) + extra, out=e.run,
+                                   force=True, quiet=quiet)
+        except Exception as ex:  # noqa: BLE001 - one failing model never stops the comparison
+            errors[e.label] = _one_line(ex)
+            walls.append(time.time() - t0)
+            echo(f"[compare] {e.label} ({i}/{len(todo)}) failed after {_duration(walls[-1])}: {errors[e.label]}")
+            continue
+        walls.append(time.time() - t0)
+        if getattr(result, "status", "finished") == "interrupted":
+            raise Interrupted(f"interrupted while training {e.label}: run the same command again to continue "
+                              f"({e.label} resumes from its checkpoint, finished runs are reused)")
+        _mark(e, "finished")
+        eta = _eta(walls, len(todo) - i, budget_minutes)
+        echo(f"[compare] {e.label} ({i}/{len(todo)}): trained {result.step} steps in {_duration(walls[-1])}"
+             + (f"; about {eta} left for {len(todo) - i} more" if eta else ""))
+    return errors
+
+
+def _eta(walls: list[float], left: int, budget_minutes) -> str | None:
+    """Time the ``left`` remaining trainings take: the mean wall clock so far, else the minute budget."""
+    if left <= 0:
+        return None
+    if walls:
+        return _duration(sum(walls) / len(walls) * left)
+    if budget_minutes is not None:
+        return _duration(float(budget_minutes) * 60 * left) + " of training"
+    return None
+
+
+def _mark(e: Entry, status: str) -> None:
+    e.run.mkdir(parents=True, exist_ok=True)
+    (e.run / MARKER).write_text(json.dumps({"settings": e.settings, "status": status}, indent=2) + "\n")
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, ZooError):
+        return str(e)
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
