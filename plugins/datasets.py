@@ -1,7 +1,8 @@
 """Built-in datasets: MNIST, Fashion-MNIST, CIFAR-10 and a folder of images.
 
 Registered through the ``zoo_register_datasets`` hook, exactly as a third-party
-plugin would. Each loader reads only the requested split's files.
+plugin would. Each loader reads only the requested split's files, and downloads only those when they
+are missing.
 """
 from __future__ import annotations
 
