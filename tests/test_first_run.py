@@ -185,3 +185,14 @@ def test_first_train_downloads_cifar10(tmp_path, server):
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
     assert "6 images" in p.stderr  # the 8 served test images minus 2 held out
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_file_with_the_wrong_checksum_is_refused_and_removed(tmp_path, server):
+    from zoo.data import DownloadError, fetch
+    url = f"{server['url']}mnist/t10k-labels-idx1-ubyte.gz"
+    with pytest.raises(DownloadError, match=r"MD5 checksum is not the expected 0+ \(corrupted"):
+        fetch([url], tmp_path / "raw", "t10k-labels-idx1-ubyte.gz", "0" * 32)
+    assert not list((tmp_path / "raw").iterdir())  # no file that could pass for data
+    path = fetch([url], tmp_path / "raw", "t10k-labels-idx1-ubyte.gz", md5(MNIST_ROOT / "t10k-labels-idx1-ubyte.gz"))
+    assert md5(path) == md5(MNIST_ROOT / "t10k-labels-idx1-ubyte.gz")
+    assert [f.name for f in (tmp_path / "raw").iterdir()] == ["t10k-labels-idx1-ubyte.gz"]

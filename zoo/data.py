@@ -47,6 +47,9 @@ def offline() -> bool:
     return os.environ.get("ZOO_OFFLINE", "") not in ("", "0", "false")
 
 
+DOWNLOAD_TIMEOUT_S = 60
+
+
 class DownloadError(ZooError):
     """Every URL tried for a file, each with why it failed (one line)."""
 
@@ -56,19 +59,26 @@ def fetch(urls, folder: Path, filename: str, md5: str | None) -> Path:
     ``download_url`` (its progress bar, the MD5 checked). Written under a ``.part`` name and renamed when
     complete and checked, so an interrupted or corrupt download never looks like data. A ``DownloadError``
     naming each URL and why it failed when none serves it."""
+    import socket
+
     from torchvision.datasets.utils import download_url
     folder, failures = Path(folder), []
     part = folder / f"{filename}.{os.getpid()}.part"  # one per process: DDP ranks may download at once
-    for url in urls:
-        print(f"downloading {url} to {folder}", file=sys.stderr, flush=True)
-        try:
-            download_url(url, str(folder), part.name, md5)
-        except Exception as e:  # noqa: BLE001 - HTTP errors, no network, checksum, disk: one reason each
-            part.unlink(missing_ok=True)
-            failures.append(f"{url}: {download_reason(e, md5)}")
-            continue
-        os.replace(part, folder / filename)
-        return folder / filename
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a stalled connection fails with a reason, never hangs
+    try:
+        for url in urls:
+            print(f"downloading {url} to {folder}", file=sys.stderr, flush=True)
+            try:
+                download_url(url, str(folder), part.name, md5)
+            except Exception as e:  # noqa: BLE001 - HTTP errors, no network, checksum, disk: one reason each
+                failures.append(f"{url}: {download_reason(e, md5)}")
+                continue
+            os.replace(part, folder / filename)
+            return folder / filename
+    finally:
+        socket.setdefaulttimeout(timeout)
+        part.unlink(missing_ok=True)
     raise DownloadError("; ".join(failures))
 
 
