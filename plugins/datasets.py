@@ -1,7 +1,8 @@
 """Built-in datasets: MNIST, Fashion-MNIST, CIFAR-10 and a folder of images.
 
 Registered through the ``zoo_register_datasets`` hook, exactly as a third-party
-plugin would. Each loader reads only the requested split's files.
+plugin would. Each loader reads only the requested split's files, and downloads only those when they
+are missing.
 """
 from __future__ import annotations
 
@@ -10,15 +11,24 @@ from pathlib import Path
 import torch
 
 from zoo import ZooError, hookimpl
-from zoo.data import load_idx_split, offline
+from zoo.data import download_reason, fetch, load_idx_split, offline
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
+
+
 def _torchvision_download(cls):
+    """Download one split's IDX files from torchvision's mirrors for ``cls`` (MNIST, FashionMNIST), their MD5s
+    checked, into ``root/<cls name>/raw`` where torchvision keeps them. Only that split: where the training
+    images are out of reach, the test split still downloads."""
     def download(root: Path, split: str) -> None:
-        cls(str(root), train=(split == "train"), download=True)
+        md5 = dict(cls.resources)
+        for stem in MNIST_FILES[split]:
+            name = f"{stem}.gz"
+            fetch([f"{mirror}{name}" for mirror in cls.mirrors], root / cls.__name__ / "raw", name, md5[name])
     return download
 
 
@@ -29,25 +39,30 @@ def mnist(root: Path, split: str, download: bool):
 
 def fashion_mnist(root: Path, split: str, download: bool):
     from torchvision.datasets import FashionMNIST
-    debian = Path("/usr/share/datasets/fashion-mnist")
     if not any((Path(d) / f"{MNIST_FILES[split][0]}{ext}").is_file()
-               for d in (root, root / "FashionMNIST" / "raw") for ext in ("", ".gz")) and debian.is_dir():
-        root = debian  # Debian's dataset-fashion-mnist package
+               for d in (root, root / "FashionMNIST" / "raw") for ext in ("", ".gz")) \
+            and DEBIAN_FASHION_MNIST.is_dir():
+        root = DEBIAN_FASHION_MNIST  # local files before a download
     return load_idx_split(root, split, MNIST_FILES, "FashionMNIST", _torchvision_download(FashionMNIST), download)
 
 
 def cifar10(root: Path, split: str, download: bool):
     from torchvision.datasets import CIFAR10
-    folder = root / "cifar-10-batches-py"
-    if not folder.is_dir() and (not download or offline()):
-        raise ZooError(f"CIFAR-10 not found: looked for {folder} (download is off) -- put the python-version "
-                       f"batches there, or point zoo at them with --set data.root=DIR or ZOO_DATA=DIR")
+    from torchvision.datasets.utils import extract_archive
+    folder = root / CIFAR10.base_folder
+    fix = "put the python-version batches there, or point zoo at them with --set data.root=DIR or ZOO_DATA=DIR"
+    if not folder.is_dir():
+        if not download or offline():
+            raise ZooError(f"CIFAR-10 not found: looked for {folder} (download is off: ZOO_OFFLINE or "
+                           f"data.download=false) -- {fix}")
+        try:
+            extract_archive(str(fetch([CIFAR10.url], root, CIFAR10.filename, CIFAR10.tgz_md5)), str(root))
+        except ZooError as e:
+            raise ZooError(f"CIFAR-10 not found in {folder}, and the download failed: {e} -- {fix}") from None
     try:
-        ds = CIFAR10(str(root), train=(split == "train"), download=download and not offline())
+        ds = CIFAR10(str(root), train=(split == "train"), download=False)
     except Exception as e:  # noqa: BLE001
-        raise ZooError(f"CIFAR-10 {split} split not found in {folder} ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}) -- point zoo at local copies with "
-                       f"--set data.root=DIR or ZOO_DATA=DIR") from None
+        raise ZooError(f"CIFAR-10 {split} split not readable in {folder} ({download_reason(e)}) -- {fix}") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return images, torch.tensor(ds.targets)
 

@@ -39,7 +39,8 @@ def main():
       zoo sample runs/X -n 64 --out grid.png
       zoo eval runs/X                   FID / IS / KID / precision-recall
 
-    Data is read from --set data.root=DIR, else $ZOO_DATA, else ~/.cache/zoo/data.
+    Data is read from --set data.root=DIR, else $ZOO_DATA, else ~/.cache/zoo/data (downloaded
+    there on first use; ZOO_OFFLINE=1 never downloads).
     """
 
 

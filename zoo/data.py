@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -22,24 +23,79 @@ HOLDOUT_SEED = 20240607  # fixed: the same images are held out whatever the run'
 
 
 def data_root(cfg_data) -> Path:
-    """``data.root``, else ``$ZOO_DATA``, else ``~/.cache/zoo/data``."""
+    """``data.root``, else ``$ZOO_DATA``, else ``~/.cache/zoo/data`` ($XDG_CACHE_HOME/zoo/data).
+
+    An explicit root (data.root, $ZOO_DATA) must exist; the default one is created by the first download."""
     explicit = cfg_data.get("root") if cfg_data else None
     if explicit:
         root, how = Path(explicit).expanduser(), "data.root"
     elif os.environ.get("ZOO_DATA"):
         root, how = Path(os.environ["ZOO_DATA"]).expanduser(), "ZOO_DATA"
     else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "zoo" / "data"
+        return default_root()
     if not root.is_dir():
-        raise ZooError(f"data root '{root}' (from {how}) does not exist -- point {how} at the folder "
-                       f"holding the dataset files, e.g. --set data.root=../shared/data/mnist")
+        raise ZooError(f"data root '{root}' (from {how}) does not exist -- point {how} at the folder holding "
+                       f"the dataset files, or unset it to download into {default_root()}")
     return root
+
+
+def default_root() -> Path:
+    """Where datasets are downloaded when neither data.root nor $ZOO_DATA is set."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo" / "data"
 
 
 def offline() -> bool:
     """``ZOO_OFFLINE=1``: never download (``0``, ``no``, ``false``, ``off`` or empty: downloads allowed)."""
     return env_flag("ZOO_OFFLINE")
+
+
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class DownloadError(ZooError):
+    """Every URL tried for a file, each with why it failed (one line)."""
+
+
+def fetch(urls, folder: Path, filename: str, md5: str | None) -> Path:
+    """Download ``folder/filename`` from the first of ``urls`` that serves it, with torchvision's
+    ``download_url`` (its progress bar, the MD5 checked). Written under a ``.part`` name and renamed when
+    complete and checked, so an interrupted or corrupt download never looks like data. A ``DownloadError``
+    naming each URL and why it failed when none serves it."""
+    import socket
+
+    from torchvision.datasets.utils import download_url
+    folder, failures = Path(folder), []
+    part = folder / f"{filename}.{os.getpid()}.part"  # one per process: DDP ranks may download at once
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a stalled connection fails with a reason, never hangs
+    try:
+        for url in urls:
+            print(f"downloading {url} to {folder}", file=sys.stderr, flush=True)
+            try:
+                download_url(url, str(folder), part.name, md5)
+            except Exception as e:  # noqa: BLE001 - HTTP errors, no network, checksum, disk: one reason each
+                failures.append(f"{url}: {download_reason(e, md5)}")
+                continue
+            os.replace(part, folder / filename)
+            return folder / filename
+    finally:
+        socket.setdefaulttimeout(timeout)
+        part.unlink(missing_ok=True)
+    raise DownloadError("; ".join(failures))
+
+
+def download_reason(e: BaseException, md5: str | None = None) -> str:
+    """Why a download failed, in a few words ("HTTP Error 404: Not Found", "no connection: ...")."""
+    import urllib.error
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP Error {e.code}: {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        reason = getattr(e.reason, "strerror", None) or str(e.reason)
+        return f"no connection ({reason})"
+    if isinstance(e, RuntimeError) and "corrupted" in str(e):
+        return f"the file's MD5 checksum is not the expected {md5} (corrupted or changed upstream)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 # --- IDX files (MNIST, Fashion-MNIST) ---------------------------------------------------
@@ -92,7 +148,7 @@ def load_idx_split(root: Path, split: str, files: dict, subdir: str, download_fn
         try:
             download_fn(root, split)
         except Exception as e:  # noqa: BLE001 - any download failure becomes one clear line
-            why = f"; download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            why = f"; the download failed: {e if isinstance(e, DownloadError) else download_reason(e)}"
         img = find_file(dirs, img_stem)
     elif img is None:
         why = "; download is off (ZOO_OFFLINE or data.download=false)"

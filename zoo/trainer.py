@@ -127,8 +127,8 @@ class Run:
 
         complete_data_config(cfg)
         self.entry = registry().model(cfg.model_name)
+        self.data = load_images(cfg.data, "train").to(self.device, non_blocking=True)  # may download
         cfg.data["root"] = str(data_root(cfg.data).resolve())  # recorded in config.yaml: resume reads it
-        self.data = load_images(cfg.data, "train").to(self.device, non_blocking=True)
 
         # Seeding: the model's init depends on cfg.seed alone; each process then gets its own stream.
         random.seed(cfg.seed)
