@@ -4,7 +4,8 @@
 
     run = Run(cfg, ...)     set-up: device, data, model, optimizers, schedules, EMA -- nothing is written
                             yet, so a bad config, missing data or a bad device leaves no run directory
-    run.open()              the run directory, config.yaml and meta.json; --resume restores the checkpoint
+    run.open()              the run directory (locked: one writer), config.yaml and meta.json; --resume
+                            restores the checkpoint
     while not run.done():
         run.train_step()    one batch through every (optimizer, repeats) phase the model declares
         run.log()           a metrics.jsonl row every trainer.log_every steps; progress
@@ -211,8 +212,8 @@ class Run:
 
     # --- the run directory (and --resume) -----------------------------------------------------------
     def open(self) -> None:
-        """Create the run directory (removed again if this fails while it is empty), restore a checkpoint
-        when resuming, write config.yaml and meta.json, print the header."""
+        """Create and lock the run directory (removed again if this fails while it is empty), restore a
+        checkpoint when resuming, write config.yaml and meta.json, print the header."""
         created: list[Path] = []
         try:
             created = self.create_run_dir()
