@@ -67,11 +67,8 @@ def test_second_writer_under_ddp_is_refused_by_the_main_process(site, run):
     finally:
         holder.kill()
         holder.wait()
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr
-    lines = r.stderr.splitlines()
-    assert lines and all(line.startswith("error: run directory") and f"PID {holder.pid}" in line
-                         for line in lines), r.stderr  # each process that checked says the same line
+    # the main process's line alone: not one per process, no torchrun report
+    one_line_error(r, f"error: run directory '{run}' is in use by another zoo process, PID {holder.pid}")
 
 
 # --- an --out that cannot be written (22.4) ----------------------------------------------------------

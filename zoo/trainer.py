@@ -124,7 +124,7 @@ class Run:
         self.channels_last = self.device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
         if t.tensorboard and self.ddp.main:
             require_tensorboard()
-        rundir.check_target(out_dir, resume, force)
+        self.on_main(lambda: rundir.check_target(out_dir, resume, force))
 
         complete_data_config(cfg)
         self.entry = registry().model(cfg.model_name)
@@ -216,7 +216,8 @@ class Run:
         checkpoint when resuming, write config.yaml and meta.json, print the header."""
         created: list[Path] = []
         try:
-            created = self.create_run_dir()
+            made = self.on_main(lambda: rundir.create(self.out_dir, self.resume, self.force))
+            created, self.lock = made or ([], None)
             if self.resume:
                 self.restore()
             if self.ddp.main:
@@ -233,20 +234,21 @@ class Run:
         self._window = (self.step, self.train_seconds)
         self._tick = time.perf_counter()
 
-    def create_run_dir(self) -> list[Path]:
-        """The main process creates and locks the run directory (one writer per run directory); under DDP
-        every process learns whether it could, so that all stop together (the main process says why)."""
-        created, error = [], None
+    def on_main(self, work: Callable[[], object]):
+        """``work()`` (a check or change of the run directory) on the main process only. Under DDP every
+        process then learns whether it succeeded, so that all stop together -- with one error line, the main
+        process's. Returns what ``work`` returned (None elsewhere)."""
+        result, error = None, None
         if self.ddp.main:
             try:
-                created, self.lock = rundir.create(self.out_dir, self.resume, self.force)
+                result = work()
             except ZooError as e:
                 error = e
         if self.ddp.group and not distributed.all_agree(error is None, self.device):
             raise error or SystemExit(ZooError.exit_code)
         if error is not None:
             raise error
-        return created
+        return result
 
     def release_lock(self) -> None:
         if self.lock is not None:
