@@ -114,6 +114,9 @@ def test_resume_extends_with_more_steps(toy, tmp_path):
     zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20"])
     result = zoo.train(out=out, resume=True, sets=["trainer.max_steps=30"])
     assert result.step == 30 and metrics(out)[-1]["step"] == 30
+    with pytest.raises(ZooError, match="does not exist"):
+        zoo.train(out=tmp_path / "nowhere", resume=True)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ZooError, match="not a zoo run directory"):
         zoo.train(out=tmp_path / "empty", resume=True)
 
@@ -176,7 +179,7 @@ def test_corrupt_and_mismatched_checkpoints_are_one_line_errors(toy, toy_site, t
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
     r = zoo_cli("sample", str(out), "-n", "4", "--out", str(tmp_path / "g.png"), site=toy_site)
-    assert r.returncode == 2 and "truncated or corrupt" in r.stderr and str(last) in r.stderr
+    assert r.returncode == 2 and "is damaged (truncated or corrupt)" in r.stderr and str(last) in r.stderr
     assert "Traceback" not in r.stderr
     last.write_bytes(data)
     with pytest.raises(ZooError, match="does not match"):

@@ -9,7 +9,7 @@ import torch
 from . import checkpoint
 from .config import BASE, Config, defaults, load_yaml, merge, parse_set
 from .device import resolve_device
-from .errors import ZooError
+from .errors import ZooError, did_you_mean
 from .images import sample_images, write_images  # noqa: F401 - part of the API
 
 
@@ -21,8 +21,7 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     """A run's own resolved config (config.yaml), with ``--set`` overrides applied. Keys added to zoo
     since the run started take their defaults."""
     path = Path(out_dir) / "config.yaml"
-    if not path.is_file():
-        raise ZooError(f"'{out_dir}' is not a zoo run directory (no config.yaml)")
+    check_run_dir(out_dir)
     cfg = load_yaml(path)
     from .registry import model_schema, registry
     name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
@@ -30,6 +29,19 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     # keys added since the run started take their defaults; the schema lets nullable keys hold null
     cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False, schema=schema)
     return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """A one-line error when ``run_dir`` does not exist, or is a folder but not a zoo run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        try:
+            near = [p.name for p in run_dir.parent.iterdir() if p.is_dir()]
+        except OSError:
+            near = []
+        raise ZooError(f"run directory '{run_dir}' does not exist{did_you_mean(run_dir.name, near)}")
+    if not (run_dir / "config.yaml").is_file():
+        raise ZooError(f"'{run_dir}' is not a zoo run directory (no config.yaml)")
 
 
 def check_data_root(cfg: Config, out_dir, sets=()) -> None:
@@ -101,10 +113,9 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint_name
     if not path.is_file():
-        if not (run_dir / "config.yaml").is_file():
-            raise ZooError(f"'{run_dir}' is not a zoo run directory (no config.yaml, no checkpoints/)")
+        check_run_dir(run_dir)
         raise ZooError(f"run '{run_dir}' has no checkpoints/{checkpoint_name} yet (train it first)")
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load_from_run(path, resume=False)
     cfg = Config(ckpt["config"])
     entry = registry().model(cfg.model_name)
     complete_data_config(cfg)

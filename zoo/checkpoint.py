@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shlex
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -47,22 +49,70 @@ def save(obj: dict, path: str | Path) -> None:
         pass
 
 
+class Damaged(ZooError):
+    """A checkpoint file that cannot be read: truncated, overwritten, or not one zoo wrote."""
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"checkpoint '{path}' not found")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files that are not its own
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        blocked = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        if not blocked:  # not a file torch.save wrote
+            raise Damaged(f"checkpoint '{path}' is damaged (truncated or corrupt)") from None
         raise ZooError(f"checkpoint '{path}' was refused: it holds objects other than tensors and plain data "
-                       f"({first[:160]}); zoo never unpickles code") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ZooError(f"checkpoint '{path}' is truncated or corrupt ({type(e).__name__}: "
-                       f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'unreadable'})") from None
+                       f"({blocked[0][:200]}); zoo never unpickles code") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        empty = " -- the file is empty" if path.stat().st_size == 0 else ""
+        raise Damaged(f"checkpoint '{path}' is damaged (truncated or corrupt{empty})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ZooError(f"'{path}' is not a zoo checkpoint (no '{FORMAT}' marker)")
+        raise Damaged(f"'{path}' is not a zoo checkpoint (no '{FORMAT}' marker)")
     return obj
+
+
+def load_from_run(path: Path, resume: bool) -> dict:
+    """:func:`load` a run's checkpoint; a damaged one is an error that also says what to do: use another
+    checkpoint the run kept, or train it again."""
+    try:
+        return load(path)
+    except Damaged as e:
+        raise Damaged(f"{e}; {way_forward(Path(path), resume)}") from None
+
+
+def way_forward(path: Path, resume: bool) -> str:
+    run = path.parent.parent
+    again = f"zoo train {_model_name(run)} -c {shlex.quote(str(run / 'config.yaml'))} " \
+            f"--out {shlex.quote(str(run))} --force"
+    spare = next((p for p in sorted(path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+                  if p.name != path.name and _intact(p)), None)
+    if spare is None:
+        return f"no other checkpoint is kept in {path.parent}; start over: {again}"
+    if resume:
+        return (f"resume from {spare.name}, the newest other checkpoint it kept: cp {shlex.quote(str(spare))} "
+                f"{shlex.quote(str(path))}, then zoo train --resume --out {shlex.quote(str(run))} again; "
+                f"or start over: {again}")
+    return f"use the other checkpoint it kept with --checkpoint {spare.name}, or train it again: {again}"
+
+
+def _intact(path: Path) -> bool:
+    try:
+        load(path)
+        return True
+    except ZooError:
+        return False
+
+
+def _model_name(run: Path) -> str:
+    import yaml
+    try:
+        return str(yaml.safe_load((run / "config.yaml").read_text())["model_name"])
+    except Exception:  # noqa: BLE001 - only for the hint
+        return "MODEL"
 
 
 def load_into(ckpt: dict, path, *, model, ema, optimizers: dict, schedulers: dict, scalers: dict) -> None:

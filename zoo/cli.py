@@ -24,7 +24,12 @@ class ZooGroup(click.Group):
             ctx.exit(130)
 
 
-@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+EXIT_CODES = ("Exit codes: 0 done; 1 the work failed (training diverged, a model failed in compare); 2 bad input "
+              "(one `error:` line); 130 interrupted (Ctrl-C; a training saves its checkpoint first).")
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.version_option(package_name="zoo", prog_name="zoo")
 def main():
     """zoo: train, sample and compare generative models (AE, VAE, GANs, DDPM, plugins).

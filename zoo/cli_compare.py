@@ -59,9 +59,11 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
     from . import api
     from .contract import check_sample_options
     from .registry import registry
+    from .images import check_out
     options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
                             eta=("--eta", eta))
     cfg = api.run_config(run_dir)
+    check_out(out)
     options = check_sample_options(registry().model(cfg.model_name).cls, options, source="sampling options",
                                    name=cfg.model_name)
     with clean_warnings():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .device import autocast, resolve_precision
 from .errors import ZooError
+from .paths import check_writable, nearest_existing, unwritable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -46,24 +47,34 @@ def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress:
     return torch.cat(out)
 
 
+def check_out(out: str | Path) -> None:
+    """Fail before any sampling when ``out`` is not a .png, a .npz or a folder, or cannot be written."""
+    out = Path(out)
+    if out.suffix and out.suffix.lower() not in (".png", ".npz"):
+        raise ZooError(f"--out '{out}': use a .png (grid), a .npz (uint8 array) or a folder (one PNG per image)")
+    check_writable(out, "--out", folder=out.parent if out.suffix else out)
+
+
 def write_images(images: torch.Tensor, out: str | Path) -> Path:
     """Save [0, 1] images: a grid for ``*.png``, a uint8 ``(N, H, W, C)`` array
     (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
     from torchvision.utils import save_image
     from .data import to_uint8
     out = Path(out)
-    if out.suffix.lower() == ".png":
-        save_grid(images, out)
-    elif out.suffix.lower() == ".npz":
-        import numpy as np
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
-    elif out.suffix:
-        raise ZooError(f"--out '{out}': use a .png (grid), a .npz (uint8 array) or a folder (one PNG per image)")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(images):
-            save_image(img, out / f"{i:06d}.png")
+    check_out(out)
+    try:
+        if out.suffix.lower() == ".png":
+            save_grid(images, out)
+        elif out.suffix.lower() == ".npz":
+            import numpy as np
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            for i, img in enumerate(images):
+                save_image(img, out / f"{i:06d}.png")
+    except OSError as e:
+        raise unwritable(out, "--out", e, nearest_existing(out.parent if out.suffix else out)) from None
     return out
 
 

@@ -3,7 +3,8 @@
 ``config.yaml`` (every resolved value, the absolute data root included), ``meta.json`` (versions, device,
 git commit, command), ``metrics.jsonl`` (the record: one JSON row per log step and per evaluation),
 ``samples/step-XXXXXX.png``, ``checkpoints/{last,best,step-XXXXXX}.pt``, ``samples.png`` and, when
-enabled, ``tb/`` (TensorBoard).
+enabled, ``tb/`` (TensorBoard). While a run writes, ``.zoo.lock`` holds its PID: one writer at a time
+(zoo/runlock.py).
 """
 from __future__ import annotations
 
@@ -18,36 +19,55 @@ from pathlib import Path
 
 import torch
 
+from . import paths, runlock
 from .errors import ZooError
 
 RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "eval.json", "samples", "checkpoints", "tb")
 
 
 def check_target(out_dir: Path, resume: bool, force: bool) -> None:
-    """Fail early (before anything is built or written) when ``out_dir`` cannot be used."""
+    """Fail early (before anything is built or written) when ``out_dir`` cannot be used: another zoo
+    process writes it, nothing to resume, not empty, or not a folder zoo can write."""
+    if out_dir.is_dir():
+        runlock.check_free(out_dir)
+    check_contents(out_dir, resume, force)
+    paths.check_writable(out_dir, "run directory")
+
+
+def check_contents(out_dir: Path, resume: bool, force: bool) -> None:
     if resume:
         if not (out_dir / "checkpoints" / "last.pt").is_file():
             raise ZooError(f"nothing to resume in '{out_dir}': no checkpoints/last.pt (start it without --resume)")
-    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
+    elif out_dir.is_dir() and any(p.name != runlock.LOCK_NAME for p in out_dir.iterdir()) and not force:
         raise ZooError(f"run directory '{out_dir}' is not empty: pass --force to overwrite it, "
                        f"or --resume to continue it")
 
 
-def create(out_dir: Path, resume: bool, force: bool) -> list[Path]:
-    """Make ``out_dir`` ready (with --force, clear zoo's files from it, keeping the user's own) and
-    return the folders this call created, so that a run failing before it writes anything can remove
-    them again (:func:`remove_if_empty`)."""
+def create(out_dir: Path, resume: bool, force: bool) -> tuple[list[Path], runlock.RunLock | None]:
+    """Make ``out_dir`` ready: create it, lock it for this process (zoo/runlock.py), check it again now
+    that no other zoo process can write it, and with --force clear zoo's files from it (keeping the
+    user's own). Returns the folders this call created, so that a run failing before it writes anything
+    can remove them again (:func:`remove_if_empty`, after releasing the lock), and the lock."""
     check_target(out_dir, resume, force)
-    if not resume and out_dir.exists():
-        for name in RUN_FILES:
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
     created = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return created
+    paths.make_dir(out_dir, "run directory")
+    lock = None
+    try:
+        lock = runlock.acquire(out_dir)
+        check_contents(out_dir, resume, force)
+        if not resume:
+            for name in RUN_FILES:
+                p = out_dir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        remove_if_empty(created)
+        raise
+    return created, lock
 
 
 def remove_if_empty(created: list[Path]) -> None:

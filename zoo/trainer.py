@@ -4,7 +4,8 @@
 
     run = Run(cfg, ...)     set-up: device, data, model, optimizers, schedules, EMA -- nothing is written
                             yet, so a bad config, missing data or a bad device leaves no run directory
-    run.open()              the run directory, config.yaml and meta.json; --resume restores the checkpoint
+    run.open()              the run directory (locked: one writer), config.yaml and meta.json; --resume
+                            restores the checkpoint
     while not run.done():
         run.train_step()    one batch through every (optimizer, repeats) phase the model declares
         run.log()           a metrics.jsonl row every trainer.log_every steps; progress
@@ -87,8 +88,8 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
     callback run every ``trainer.eval_every`` steps (:data:`Evaluate`).
     """
     run = Run(cfg, Path(out_dir), resume=resume, force=force, quiet=quiet, evaluate=evaluate)
-    run.open()
     try:
+        run.open()
         with Interrupts(run.progress.say if run.ddp.main else None) as stop:
             try:
                 while not run.done():
@@ -123,7 +124,7 @@ class Run:
         self.channels_last = self.device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
         if t.tensorboard and self.ddp.main:
             require_tensorboard()
-        rundir.check_target(out_dir, resume, force)
+        self.on_main(lambda: rundir.check_target(out_dir, resume, force))
 
         complete_data_config(cfg)
         self.entry = registry().model(cfg.model_name)
@@ -148,6 +149,7 @@ class Run:
         self.accum_n, self.last_values = 0, {}
         self.check_every_step = self.device.type == "cpu" or bool(t.skip_nonfinite)
         self.runlog: RunLog | None = None
+        self.lock = None  # the run directory's lock (zoo/runlock.py), held by the main process
         self.progress = Progress(show=self.ddp.main and not quiet, total_steps=self.total_steps,
                                  max_seconds=self.max_seconds, batch_size=int(t.batch_size),
                                  every_s=float(t.progress_seconds), label=cfg.model_name,
@@ -210,14 +212,12 @@ class Run:
 
     # --- the run directory (and --resume) -----------------------------------------------------------
     def open(self) -> None:
-        """Create the run directory (removed again if this fails while it is empty), restore a checkpoint
-        when resuming, write config.yaml and meta.json, print the header."""
+        """Create and lock the run directory (removed again if this fails while it is empty), restore a
+        checkpoint when resuming, write config.yaml and meta.json, print the header."""
         created: list[Path] = []
         try:
-            if self.ddp.main:
-                created = rundir.create(self.out_dir, self.resume, self.force)
-            if self.ddp.group:
-                torch.distributed.barrier()
+            made = self.on_main(lambda: rundir.create(self.out_dir, self.resume, self.force))
+            created, self.lock = made or ([], None)
             if self.resume:
                 self.restore()
             if self.ddp.main:
@@ -226,12 +226,34 @@ class Run:
                 self.runlog = RunLog(self.out_dir, bool(self.t.tensorboard),
                                      purge_step=self.step + 1 if self.resume else None)
         except BaseException:
+            self.release_lock()
             rundir.remove_if_empty(created)
             raise
         self.progress.header(self.header())
         self.progress.start(self.step, self.train_seconds)
         self._window = (self.step, self.train_seconds)
         self._tick = time.perf_counter()
+
+    def on_main(self, work: Callable[[], object]):
+        """``work()`` (a check or change of the run directory) on the main process only. Under DDP every
+        process then learns whether it succeeded, so that all stop together -- with one error line, the main
+        process's. Returns what ``work`` returned (None elsewhere)."""
+        result, error = None, None
+        if self.ddp.main:
+            try:
+                result = work()
+            except ZooError as e:
+                error = e
+        if self.ddp.group and not distributed.all_agree(error is None, self.device):
+            raise error or SystemExit(ZooError.exit_code)
+        if error is not None:
+            raise error
+        return result
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def header(self) -> list[str]:
         cfg, t, data = self.cfg, self.t, self.cfg.data
@@ -249,7 +271,7 @@ class Run:
     def restore(self) -> None:
         """Load ``checkpoints/last.pt`` into the freshly built objects (one-line errors on mismatch)."""
         path = self.out_dir / "checkpoints" / "last.pt"
-        ckpt = checkpoint.load(path)
+        ckpt = checkpoint.load_from_run(path, resume=True)
         if ckpt.get("model_name") != self.cfg.model_name:
             raise ZooError(f"checkpoint '{path}' is for model '{ckpt.get('model_name')}', not '{self.cfg.model_name}'")
         checkpoint.load_into(ckpt, path, model=self.model, ema=self.ema, optimizers=self.optimizers,
@@ -312,7 +334,7 @@ class Run:
                     self.skipped += 1
                     opt.zero_grad(set_to_none=True)
                     return
-                raise diverged(self.out_dir, self.step + 1, phase, out)
+                raise diverged(self.out_dir, self.step + 1, phase, {k: v.detach() for k, v in out.items()})
         scaler.scale(loss).backward()
         if t.grad_clip:
             scaler.unscale_(opt)
@@ -519,6 +541,7 @@ class Run:
         if self.runlog is not None:
             self.runlog.close()
             self.runlog = None
+        self.release_lock()
 
 
 def diverged(out_dir: Path, step: int, phase, values: dict, window=None) -> TrainingDiverged:
