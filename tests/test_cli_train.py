@@ -226,6 +226,7 @@ def test_piped_into_tee_from_a_terminal_the_log_gets_the_lines(site, tmp_path):
     assert lines[-1].startswith("finished: 40 steps in "), piped
 
 
+@pytest.mark.slow
 def test_a_time_budget_shows_the_time_left(site, tmp_path):
     budget = ["--set=trainer.max_steps=null", "--set=trainer.max_minutes=0.05", "--set=trainer.checkpoint_every=0",
               "--set=trainer.sample_every=0", "--set=trainer.progress_seconds=0.5"]

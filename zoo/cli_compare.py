@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import click
@@ -63,7 +62,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
                                    name=cfg.model_name)
     with clean_warnings():
         model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
-        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty(),
+        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=True,
                                    **options)
         path = api.write_images(images, out)
     click.echo(f"wrote {n} images to {path}")

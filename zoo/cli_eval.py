@@ -156,7 +156,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
             result = evaluate(images, reference, extractor=name, metrics=metrics, n=n, seed=seed,
                               batch_size=batch_size, device=None if device == "auto" else device,
                               cache_dir=cache_dir, data=data, extractor_weights=weights,
-                              progress=sys.stderr.isatty())
+                              progress=True)
             result["images"] = str(images_path)
     import torch
     from . import __version__
@@ -202,7 +202,7 @@ def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, c
     ref = reference_for_config(cfg, reference) if parse_metrics(metrics, allow_empty=nll) else None
     return evaluate(model, ref, extractor=name, metrics=metrics, n=n, seed=seed, batch_size=batch_size,
                     cache_dir=cache_dir, sample_options=options, extractor_weights=weights,
-                    progress=sys.stderr.isatty(), nll=nll, nll_n=nll_n, nll_options=nll_options, config=cfg)
+                    progress=True, nll=nll, nll_n=nll_n, nll_options=nll_options, config=cfg)
 
 
 def _extractor_choice(extractor, inception_weights, mnist_weights):
