@@ -502,7 +502,7 @@ def test_cli_nll_defaults_to_the_estimate_and_shows_progress_with_an_eta_in_a_lo
                        ZOO_PROGRESS_SECONDS="0")
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("log-likelihood: ")]
-    assert lines and all(re.match(r"log-likelihood: \d/6 img \(\d+%\) \| .* \| elapsed \d+s \| ETA \d+s$", line)
+    assert lines and all(re.match(r"log-likelihood: \d/6 img \(\d+%\) \| .* \| elapsed [\dhms]+ \| ETA [\dhms]+$", line)
                          for line in lines[1:]), r.stderr
     default = json.loads(r.stdout)  # stdout stays the JSON object alone
     runner = CliRunner()
@@ -521,5 +521,5 @@ def test_cli_sample_prints_progress_lines_when_not_on_a_terminal(short_run, tmp_
     lines = [line for line in r.stderr.splitlines() if line.startswith("sampling: ")]
     # DDPM reports its timesteps inside a batch: lines come while a batch runs, not only between batches
     assert any(re.match(r"sampling: [1-3]/6 img", line) for line in lines), r.stderr
-    assert all(re.search(r"\| elapsed \d+s( \| ETA \d+s)?$", line) for line in lines), r.stderr
+    assert all(re.search(r"\| elapsed [\dhms]+( \| ETA [\dhms]+)?$", line) for line in lines), r.stderr
     assert "\r" not in r.stderr  # no bar off a terminal

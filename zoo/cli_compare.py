@@ -102,7 +102,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
 @click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
               help="With --nll: a likelihood option (repeatable), passed to every model whose likelihood takes it, "
-                   "e.g. --nll-option timesteps=50 (DDPM: a 50-term estimate of the bound instead of all T terms).")
+                   "e.g. --nll-option timesteps=all (DDPM: all T terms of the bound instead of the 50-term estimate).")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
 def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, preset_specs, sets, references,
@@ -122,7 +122,7 @@ def compare_cmd(items, out, budget_minutes, steps, n, seed, extractor, metrics, 
 
     \b
       zoo compare ae vae gan ddpm --budget-minutes 10 --out study/
-      zoo compare vae ddpm --steps 2000 --option sampler=dpm++ --nll --nll-option timesteps=50 --out s/
+      zoo compare vae ddpm --steps 2000 --option sampler=dpm++ --nll --nll-option timesteps=100 --out s/
 
     The runs live under OUT/runs, so `tensorboard --logdir OUT/runs` overlays their
     curves (with zoo[tensorboard] installed, each run also writes RUN/tb).

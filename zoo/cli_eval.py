@@ -85,7 +85,8 @@ def result_table(r: dict) -> str:
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
 @click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
               help="A likelihood option of the model (repeatable), e.g. --nll-option samples=256 for a VAE's "
-                   "importance-weighted bound.")
+                   "importance-weighted bound, timesteps=all for a DDPM's full bound (default: a 50-term "
+                   "estimate).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (same seed, same images).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Images per batch for sampling, feature extraction and the likelihood.")
