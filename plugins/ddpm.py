@@ -33,8 +33,10 @@ batch_size=1024, progress=True)``; defaults from ``model.sampler``,
   history yet) and on the last (to the clean image, where the second-order term
   is undefined), second-order in between. Good samples in 10-25 steps.
 
-Likelihood: ``model.log_likelihood(x, timesteps=None, generator=None)`` gives
-the variational bound of Ho et al. (section 3.3) in nats per image.
+Likelihood: ``model.log_likelihood(x, timesteps=50, generator=None)`` gives
+the variational bound of Ho et al. (section 3.3) in nats per image: an unbiased
+stratified estimate from 50 of its T-1 KL terms per image by default,
+``timesteps="all"`` for every term.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ from torch import nn
 
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import check_choices, check_sample_options, rand, randn, to_unit
+from zoo.progress import within
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -57,6 +60,7 @@ SAMPLERS = ("ddpm", "ddim", "dpm++")
 VARIANCES = ("posterior", "beta")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 TIMESTEP_SAMPLINGS = ("uniform", "low_discrepancy")
+VLB_TERMS = 50  # KL terms per image of the likelihood's default estimate (all T-1 with timesteps="all")
 
 
 # --- 1. noise schedules ---------------------------------------------------------------------
@@ -372,6 +376,7 @@ class Diffusion(nn.Module):
         chunk = max(1, int(batch_size) // n)
         model_var = self.posterior_variance if self.variance == "posterior" else self.betas
         for start in range(0, t_all.shape[0], chunk):
+            within(start, t_all.shape[0] + 1)  # the network calls of this batch so far (zoo.progress)
             t = t_all[start:start + chunk].reshape(-1)
             c = t.shape[0] // n
             xs = x0.repeat(c, 1, 1, 1)
@@ -472,8 +477,10 @@ class DDPM(ZooModel):
     description = "denoising diffusion (Ho et al. 2020): U-Net + DDPM/DDIM/DPM-Solver++ samplers, EMA"
     data_range = (-1.0, 1.0)
     likelihood_options = {  # zoo eval --nll-option / zoo compare --nll-option
-        "timesteps": Key(None, "KL terms per image: null = all T-1 (the full bound, T network calls per image); "
-                               "K gives an unbiased stratified estimate from K + 1 calls", type=int, ge=1),
+        "timesteps": Key(VLB_TERMS, f"KL terms per image: K gives an unbiased stratified estimate of the bound from "
+                                    f"K + 1 network calls per image (default {VLB_TERMS}, or all T-1 when fewer); "
+                                    f"all = the full bound (T calls per image)", type=(int, str), ge=1,
+                         pattern="all"),
         "batch_size": Key(None, "images x timesteps per network call [default: model.sample_batch_size]",
                           type=int, ge=1),
     }
@@ -630,12 +637,19 @@ class DDPM(ZooModel):
         bar = tqdm(total=len(batches) * len(plan), desc=f"{opts['sampler']}-{len(plan)}", unit="step",
                    disable=not (opts["progress"] and sys.stderr.isatty()), leave=False)
         images, trajectories = [], []
+        done, total = 0, len(batches) * len(plan)
+
+        def on_step():
+            nonlocal done
+            done += 1
+            bar.update()
+            within(done, total)  # a progress line while a batch takes minutes, where no bar is shown
         with torch.inference_mode(), self._autocast(), bar:
             for b in batches:
                 x = randn((b, *self.image_shape), generator, device)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                x, kept = self.diffusion.denoise(net, x, plan, generator, on_step=bar.update, keep=keep)
+                x, kept = self.diffusion.denoise(net, x, plan, generator, on_step=on_step, keep=keep)
                 images.append(to_unit(x, self.data_range))
                 if keep:
                     trajectories.append(torch.stack([to_unit(k, self.data_range) for k in kept], 1))
@@ -647,18 +661,23 @@ class DDPM(ZooModel):
         images, _, _ = self._run(int(n), generator, options)
         return torch.cat(images).contiguous()
 
-    def log_likelihood(self, x: torch.Tensor, timesteps: int | None = None,
+    def log_likelihood(self, x: torch.Tensor, timesteps: int | str = VLB_TERMS,
                        generator: torch.Generator | None = None, batch_size: int | None = None) -> dict:
         """``{"nats": (B,), "bound": "vlb"}``: the variational bound on log p(x) of the 8-bit image
         (Ho et al. 2020, section 3.3; see :meth:`Diffusion.log_likelihood`).
 
         ``x``: a batch as training feeds it (exact k/255 levels in [-1, 1], padded or not).
-        ``timesteps``: KL terms per image, None = all T-1 (the full bound, T network calls
-        per image); K < T-1 gives an unbiased stratified estimate for K + 1 calls.
+        ``timesteps``: KL terms per image: K < T-1 gives an unbiased stratified estimate for
+        K + 1 network calls (the default, 50: every image's bound in 51 calls instead of T,
+        all T-1 terms when T-1 <= 50); ``"all"`` (or None) is the full bound, T calls per image.
         ``generator`` draws the x_t (default: seeded 0, so the same images give the same
         value). ``batch_size``: images x timesteps per network call [model.sample_batch_size].
         Runs in eval mode (no dropout) and fp32, whatever the training precision.
         """
+        if timesteps in (None, "all") or (timesteps == VLB_TERMS and self.diffusion.T - 1 <= VLB_TERMS):
+            timesteps = None  # all T-1 terms
+        elif not isinstance(timesteps, int):
+            raise ZooError(f"timesteps={timesteps!r}: give a number of KL terms per image (e.g. 50) or 'all'")
         was_training = self.training
         self.eval()
         try:

@@ -127,7 +127,7 @@ def test_sigterm_saves_and_exits_with_resume_hint(toy_site, tmp_path):
     r = zoo_cli("train", "toy", "--out", str(out), *DATA, "--set=model.signal_at=13",
                 "--set=model.signal=SIGTERM", site=toy_site)
     assert r.returncode == 130
-    assert "zoo train --resume --out" in r.stderr
+    assert "zoo train --resume --out" in r.stdout  # the summary, on stdout (the log)
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 13
     r = zoo_cli("train", "--resume", "--out", str(out), "--set=model.signal_at=null", site=toy_site)
     assert r.returncode == 0 and checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 40
@@ -246,7 +246,7 @@ def test_torchrun_one_process_trains_under_ddp_and_matches_a_plain_run(toy_site,
     r = zoo_cli("--standalone", "--nproc-per-node=1", "-m", "zoo", "train", "toy", "--out",
                 str(tmp_path / "ddp"), *common, module="torch.distributed.run", site=toy_site)
     assert r.returncode == 0, r.stderr
-    assert "1 process under DistributedDataParallel" in r.stderr
+    assert "1 process under DistributedDataParallel" in r.stdout  # the header, on stdout when piped
     plain = checkpoint.load(tmp_path / "plain" / "checkpoints" / "last.pt")
     ddp = checkpoint.load(tmp_path / "ddp" / "checkpoints" / "last.pt")
     for k in plain["model"]:
@@ -367,7 +367,7 @@ def test_final_grid_is_bounded_in_time(toy, tmp_path, capsys):
     zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=5", "trainer.n_samples=64",
                                                   "trainer.grid_seconds=1e-9"])
     assert Image.open(out / "samples.png").size == (92, 92)  # the first 8 images (3 x 3 grid of 28 + 2 px)
-    assert "samples.png: 8 of 64 images (trainer.grid_seconds=1e-09 reached)" in capsys.readouterr().err
+    assert "samples.png: 8 of 64 images (trainer.grid_seconds=1e-09 reached)" in capsys.readouterr().out
     zoo.train("toy", out=out, force=True, sets=MNIST_SETS + ["trainer.max_steps=5", "trainer.n_samples=64",
                                                              "trainer.grid_seconds=null"])
     assert Image.open(out / "samples.png").size == (242, 242)  # all 64

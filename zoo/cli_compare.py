@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
 import click
@@ -68,7 +67,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
                                    name=cfg.model_name)
     with clean_warnings():
         model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
-        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty(),
+        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=True,
                                    **options)
         path = api.write_images(images, out)
     click.echo(f"wrote {n} images to {path}")
@@ -107,7 +106,7 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
 @click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
               help="With --nll: a likelihood option (repeatable), passed to every model whose likelihood takes it, "
-                   "e.g. --nll-option timesteps=50 (DDPM: a 50-term estimate of the bound instead of all T terms).")
+                   "e.g. --nll-option timesteps=all (DDPM: all T terms of the bound instead of the 50-term estimate).")
 @click.option("--device", default="auto", show_default=True, help="Device for sampling and scoring.")
 @click.option("--title", default="zoo comparison", show_default=True)
 def compare_cmd(items, out, **opts):
@@ -126,7 +125,7 @@ def compare_cmd(items, out, **opts):
 
     \b
       zoo compare ae vae gan ddpm --budget-minutes 10 --out study/
-      zoo compare vae ddpm --steps 2000 --option sampler=dpm++ --nll --nll-option timesteps=50 --out s/
+      zoo compare vae ddpm --steps 2000 --option sampler=dpm++ --nll --nll-option timesteps=100 --out s/
 
     The runs live under OUT/runs, so `tensorboard --logdir OUT/runs` overlays their
     curves (with zoo[tensorboard] installed, each run also writes RUN/tb).

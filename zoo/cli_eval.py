@@ -47,7 +47,8 @@ def result_table(r: dict) -> str:
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
 @click.option("--nll-option", "nll_items", multiple=True, metavar="KEY=VALUE",
               help="A likelihood option of the model (repeatable), e.g. --nll-option samples=256 for a VAE's "
-                   "importance-weighted bound.")
+                   "importance-weighted bound, timesteps=all for a DDPM's full bound (default: a 50-term "
+                   "estimate).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (same seed, same images).")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Images per batch for sampling, feature extraction and the likelihood.")
@@ -149,7 +150,7 @@ def _eval_settings(run_dir, images_path, opts: dict):
     device = opts["device"]
     spec = EvalSpec(metrics=opts["metrics"], n=opts["n"], seed=opts["seed"], extractor=name, extractor_weights=weights,
                     batch_size=opts["batch_size"], device=None if device == "auto" else device,
-                    cache_dir=opts["cache_dir"], progress=sys.stderr.isatty(), sample_options=options, nll=nll,
+                    cache_dir=opts["cache_dir"], progress=True, sample_options=options, nll=nll,
                     nll_n=opts["nll_n"], nll_options=nll_options)
     return spec, options, overrides
 

@@ -20,7 +20,7 @@ from .cli_common import SET_HELP
 @click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
 @click.option("--device", help="Shortcut for --set trainer.device=... (auto, cpu, cuda, cuda:N).")
 @click.option("--quiet", "-q", is_flag=True,
-              help="No header and no progress (a bar on a terminal, else a plain line every ~30 s).")
+              help="No header and no progress (a bar on a terminal, else a plain line on stdout every ~30 s).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train on N GPUs of this machine (relaunches under torchrun, DDP); with --device cpu, "
                    "N CPU processes.")
@@ -30,7 +30,9 @@ def train_cmd(model, preset, config_file, sets, out, resume, force, device, quie
     \b
     The run directory gets config.yaml, meta.json, metrics.jsonl, samples/ grids,
     checkpoints/last.pt and samples.png. Ctrl-C stops after the current step, saves
-    a checkpoint and prints the resume command (a second Ctrl-C stops at once):
+    a checkpoint and prints the resume command (a second Ctrl-C stops at once).
+    Piped or redirected (| tee log, > log), the header, a progress line every 30 s
+    and the summary go to stdout; warnings and errors to stderr. Resume with:
       zoo train --resume --out DIR [--set trainer.max_steps=N]
     """
     from . import api
@@ -41,9 +43,19 @@ def train_cmd(model, preset, config_file, sets, out, resume, force, device, quie
     result = api.train(model, preset=preset, config_file=config_file, sets=sets, out=out, resume=resume,
                        force=force, quiet=quiet)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"{result.status}: {result.step} steps in {result.seconds:.1f}s -> {result.out_dir}")
+        from .progress import log
+        log(summary(result))
     if result.status == "interrupted":
         sys.exit(130)
+
+
+def summary(result) -> str:
+    """The last line of `zoo train` (stdout, so `| tee log` keeps it): finished, or interrupted with the
+    command that resumes the run."""
+    done = f"{result.step} steps in {result.seconds:.1f}s -> {result.out_dir}"
+    if result.status == "interrupted":
+        return f"interrupted: {done}; checkpoint saved. Resume with: {result.resume}"
+    return f"{result.status}: {done}"
 
 
 def _check_gpus(gpus: int, sets) -> None:

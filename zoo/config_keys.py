@@ -281,8 +281,8 @@ BASE: dict = {
         "grid_seconds": Key(30.0, "time bound for a sample grid (samples/ and samples.png): after the first "
                             "8 images, drawing stops before the bound; null: always trainer.n_samples",
                             type=float, gt=0, nullable=True),
-        "progress_seconds": Key(30.0, "seconds between plain progress lines when stderr is not a terminal "
-                                "(tee, nohup, CI)", gt=0),
+        "progress_seconds": Key(30.0, "seconds between plain progress lines (on stdout) when output is piped or "
+                                "redirected (tee, nohup, CI)", gt=0),
         "tensorboard": Key(False, "also write scalars and sample grids to RUN/tb (pip install "
                            "'zoo[tensorboard]'); metrics.jsonl stays the record"),
         "ddp_find_unused": Key(False, "DDP: let an optimizer phase leave some of its own parameters without "

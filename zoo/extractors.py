@@ -370,13 +370,12 @@ def device_of(ext) -> torch.device:
 def extract_features(ext, images: torch.Tensor, size: int | None, batch_size: int = 256, progress: bool = False,
                      desc: str = "features") -> dict[str, torch.Tensor]:
     """Every layer ``ext`` computes, for uint8 ``images``, as float32 CPU tensors ``(N, D)``."""
-    from tqdm.auto import tqdm
-
     from .images import to_extractor_input
+    from .progress import Heartbeat
     device = device_of(ext)
     channels = int(getattr(ext, "input_channels", 3))
     out: dict[str, list] = {k: [] for k in ext.get_requested_features_list()}
-    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar, \
+    with Heartbeat(len(images), desc, "img", show=progress) as bar, \
             torch.autocast(device.type, enabled=False):
         for i in range(0, len(images), batch_size):
             x = to_extractor_input(images[i:i + batch_size], channels, size).to(device, non_blocking=True)

@@ -31,15 +31,17 @@ def save_grid(images: torch.Tensor, path: str | Path) -> None:
 
 def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False,
                   **options) -> torch.Tensor:
-    """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images."""
-    from tqdm.auto import tqdm
+    """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
+    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`)."""
+    from .progress import Heartbeat
     device = model.device
     g = torch.Generator(device=device).manual_seed(int(seed))
     amp = resolve_precision("auto", device)
     out = []
-    with torch.no_grad(), tqdm(total=n, desc="sampling", unit="img", disable=not progress) as bar:
+    with torch.no_grad(), Heartbeat(n, "sampling", "img", show=progress) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
+            bar.doing(b)
             with autocast(device, amp):
                 x = model.sample(b, g, **options)
             out.append(x.float().clamp(0, 1).cpu())

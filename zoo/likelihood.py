@@ -23,6 +23,7 @@ import warnings as _warnings
 import torch
 
 from .errors import ZooError
+from .progress import Heartbeat
 
 NLL_KEYS = ("bits_per_dim", "bits_per_dim_bound", "bits_per_dim_bounds", "nll_n", "nll_seconds", "nll_images")
 
@@ -76,9 +77,9 @@ def evaluate_likelihood(model, cfg=None, *, n: int | None = None, seed: int = 0,
     ``bits_per_dim_bound`` (``exact`` / ``elbo`` / ``iwae-K`` / ``vlb``), ``bits_per_dim_bounds`` (every
     bound the model reported, by name), ``nll_n`` (images), ``nll_seconds``, ``nll_images`` (which
     images), ``nll_dims`` (D), ``nll_options`` and ``warnings``. ``n``: use the first n images
-    (default: all of them); ``options``: the model's ``likelihood_options``.
+    (default: all of them); ``options``: the model's ``likelihood_options``; ``progress``: a bar on a
+    terminal, else a line on stderr every 30 s, with the ETA (:class:`zoo.progress.Heartbeat`).
     """
-    from tqdm.auto import tqdm
     from .contract import check_likelihood_options, has_log_likelihood
     from .data import to_model_input
     cfg = cfg if cfg is not None else model.cfg
@@ -104,10 +105,10 @@ def evaluate_likelihood(model, cfg=None, *, n: int | None = None, seed: int = 0,
     nats, also, bound = [], {}, None
     t0 = time.perf_counter()
     try:
-        with torch.no_grad(), tqdm(total=len(images), desc="log-likelihood", unit="img", disable=not progress,
-                                   leave=False) as bar:
+        with torch.no_grad(), Heartbeat(len(images), "log-likelihood", "img", show=progress) as bar:
             for i in range(0, len(images), batch_size):
                 x = to_model_input(images[i:i + batch_size], size, channels, model.data_range, "pad").to(device)
+                bar.doing(len(x))
                 r = model.log_likelihood(x, generator=g, **options)
                 got, bound = _check_result(r, len(x), name, bound)
                 nats.append(got)

@@ -75,7 +75,8 @@ class RunResult:
     out_dir: Path
     step: int
     seconds: float
-    status: str  # finished | interrupted
+    status: str  # finished | interrupted (a signal arrived: the checkpoint is saved, samples.png may be missing)
+    resume: str | None = None  # the command that resumes an interrupted run
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
     """Train ``cfg.model_name`` with config ``cfg`` into ``out_dir`` (see the module docstring).
 
     ``resume``: continue from ``out_dir/checkpoints/last.pt``; ``force``: overwrite a non-empty
-    ``out_dir``; ``quiet``: no header or progress on stderr (warnings still print); ``evaluate``: the
+    ``out_dir``; ``quiet``: no header or progress (warnings still print); ``evaluate``: the
     callback run every ``trainer.eval_every`` steps (:data:`Evaluate`).
     """
     run = Run(cfg, Path(out_dir), resume=resume, force=force, quiet=quiet, evaluate=evaluate)
@@ -441,8 +442,9 @@ class Run:
         if self.runlog:
             self.runlog.images(tag, images, self.step)
         if len(images) < asked:
-            self.progress.say(f"{path.name}: {len(images)} of {asked} images (trainer.grid_seconds="
-                              f"{self.t.grid_seconds:g} reached)")
+            why = ("interrupted" if should_stop and should_stop()
+                   else f"trainer.grid_seconds={self.t.grid_seconds:g} reached")
+            self.progress.say(f"{path.name}: {len(images)} of {asked} images ({why})")
 
     def run_evaluation(self) -> None:
         """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
@@ -495,7 +497,8 @@ class Run:
     # --- finish -------------------------------------------------------------------------------------------
     def finish(self, interrupted_by: str | None = None, skip_grid: Callable[[], bool] | None = None) -> RunResult:
         """A finished run: ``after_training``, the last checkpoint, ``samples.png`` (time-bounded; skipped
-        if a signal arrives). An interrupted one: the checkpoint and the resume command, nothing else."""
+        if a signal arrives). An interrupted one: the checkpoint, nothing else. A run that a signal reaches
+        while it finishes is interrupted too (samples.png skipped or cut short; resuming draws it)."""
         if interrupted_by is None:
             with torch.no_grad():
                 self.model.after_training(self.one_pass())
@@ -505,15 +508,18 @@ class Run:
         if interrupted_by is not None:
             if self.ddp.main:
                 self.progress.close()
-                self.progress.say(f"{interrupted_by}: stopped at step {self.step}, checkpoint saved. "
-                                  f"Resume with: {self.resume_command()}")
-            return RunResult(self.out_dir, self.step, self.train_seconds, "interrupted")
+                self.progress.say(f"{interrupted_by}: stopped at step {self.step}, checkpoint saved")
+            return self.result(interrupted=True)
         if self.ddp.main:
             if skip_grid is not None and skip_grid():
                 self.progress.say("samples.png skipped (interrupted); the checkpoint is saved")
             else:
                 self.write_grid(self.out_dir / "samples.png", "final", should_stop=skip_grid)
-        return RunResult(self.out_dir, self.step, self.train_seconds, "finished")
+        return self.result(interrupted=skip_grid is not None and skip_grid())
+
+    def result(self, interrupted: bool) -> RunResult:
+        return RunResult(self.out_dir, self.step, self.train_seconds, "interrupted" if interrupted else "finished",
+                         self.resume_command() if interrupted else None)
 
     def one_pass(self) -> Iterator[torch.Tensor]:
         """The training images once, in batches, as the model sees them (for ``after_training``)."""
