@@ -120,7 +120,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     every number.
     """
     from .config import BASE, base_config, merge, parse_options, parse_set
-    from .evaluate import parse_metrics, read_images
+    from .eval_inputs import check_images_path, parse_metrics  # no torch: the arguments are checked first
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
@@ -141,6 +141,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
                            f"to --images")
         if nll:
             raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
+        check_images_path(images_path)
     parse_metrics(metrics, allow_empty=nll and run_dir is not None)
     t0 = time.time()
     with warnings.catch_warnings():
@@ -149,7 +150,7 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
             result = _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, ckpt, no_ema, device,
                                name, metrics, n, seed, batch_size, cache_dir, weights)
         else:
-            from .evaluate import evaluate
+            from .evaluate import evaluate, read_images
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
             images = read_images(images_path)
@@ -188,11 +189,11 @@ def _eval_run(run_dir, overrides, reference, options, nll, nll_n, nll_options, c
     """Check everything a run's evaluation needs from its config (options, data, reference), then load
     its model and evaluate it."""
     from . import api
+    cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
     from .config import Config, merge
     from .contract import check_likelihood_options, check_sample_options
     from .evaluate import evaluate, parse_metrics, reference_for_config
     from .registry import registry
-    cfg = api.run_config(run_dir)
     cls = registry().model(cfg.model_name).cls
     options = check_sample_options(cls, options, name=cfg.model_name)   # before any work: a typo costs nothing
     if nll:

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ZooError, did_you_mean
+from .eval_inputs import METRICS, check_images_path, parse_metrics, run_dir_of  # noqa: F401 - part of this API
 
-METRICS = ("fid", "is", "kid", "prc", "modes")
 RESULT_KEYS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall",
                "modes", "class_kl", "mean_confidence",
                "bits_per_dim", "bits_per_dim_bound", "nll_n", "nll_seconds")
@@ -100,18 +100,9 @@ def as_uint8_images(x, what: str = "images") -> torch.Tensor:
 def read_images(path) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` from a folder of images (PNG/JPEG/..., searched recursively, sorted by name,
     all the same size) or an ``.npz`` (key ``images``, or its only array) / ``.npy`` file."""
-    p = Path(path).expanduser()
+    p = check_images_path(path)
     if p.is_dir():
-        run = run_dir_of(p)
-        if run is not None:
-            raise ZooError(f"'{path}' is {'the samples folder of ' if run != p else ''}a zoo run directory: its PNGs "
-                           f"are training-time sample grids, not samples -- score its model with `zoo eval {run}` "
-                           f"(or write samples with `zoo sample {run} -n 10000 --out FOLDER` and pass that)")
         return _read_folder(p)
-    if not p.exists():
-        raise ZooError(f"'{path}' does not exist (pass a folder of PNG images, an .npz or an .npy file)")
-    if p.suffix.lower() not in (".npz", ".npy"):
-        raise ZooError(f"'{path}' is not a folder, .npz or .npy file (pass a folder of PNG images or an image array)")
     try:
         loaded = np.load(p, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -130,18 +121,6 @@ def read_images(path) -> torch.Tensor:
         raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
     return as_uint8_images(array, what=f"'{path}'")
-
-
-def run_dir_of(folder: Path) -> Path | None:
-    """The zoo run directory ``folder`` is (config.yaml next to checkpoints/ or metrics.jsonl), or whose
-    ``samples/`` grid folder it is; else None."""
-    def is_run(d: Path) -> bool:
-        return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
-    if is_run(folder):
-        return folder
-    if folder.name == "samples" and is_run(folder.parent):
-        return folder.parent
-    return None
 
 
 def _read_folder(folder: Path) -> torch.Tensor:
@@ -435,22 +414,6 @@ def training_overlap(ext, source: dict, info: dict) -> int:
 
 
 # --- metrics ------------------------------------------------------------------------------------
-def parse_metrics(metrics, allow_empty: bool = False) -> tuple[str, ...]:
-    """``"fid,is"`` or a sequence -> a tuple of known metric names (``none`` or empty: no sample metrics,
-    only where ``allow_empty``, e.g. ``zoo eval RUN --nll --metrics none``)."""
-    items = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
-    items = [m for m in items if m and m != "none"]
-    if not items and allow_empty:
-        return ()
-    for m in items:
-        if m not in METRICS:
-            raise ZooError(f"unknown metric '{m}'{did_you_mean(m, METRICS)} (metrics: {', '.join(METRICS)}; "
-                           f"prc = precision/recall, modes = mode coverage of digits)")
-    if not items:
-        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)}; 'none' only with --nll for a run)")
-    return tuple(dict.fromkeys(items))
-
-
 def mode_coverage(images: torch.Tensor, dataset: str | None, name: str, ext, feats: dict, weights: str | None = None,
                   batch_size: int = 256, progress: bool = False) -> dict:
     """Mode coverage of digit samples: the ``mnist`` classifier's histogram of predicted classes.

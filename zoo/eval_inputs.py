@@ -1,0 +1,58 @@
+"""What `zoo eval` is asked to score, checked without torch: metric names and an --images path.
+
+``zoo eval`` checks these before it imports the evaluation harness (zoo/evaluate.py, which imports
+torch), so a typo is a one-line error at once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ZooError, did_you_mean
+
+METRICS = ("fid", "is", "kid", "prc", "modes")
+
+
+def parse_metrics(metrics, allow_empty: bool = False) -> tuple[str, ...]:
+    """``"fid,is"`` or a sequence -> a tuple of known metric names (``none`` or empty: no sample metrics,
+    only where ``allow_empty``, e.g. ``zoo eval RUN --nll --metrics none``)."""
+    items = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)]
+    items = [m for m in items if m and m != "none"]
+    if not items and allow_empty:
+        return ()
+    for m in items:
+        if m not in METRICS:
+            raise ZooError(f"unknown metric '{m}'{did_you_mean(m, METRICS)} (metrics: {', '.join(METRICS)}; "
+                           f"prc = precision/recall, modes = mode coverage of digits)")
+    if not items:
+        raise ZooError(f"no metrics requested (choose from {', '.join(METRICS)}; 'none' only with --nll for a run)")
+    return tuple(dict.fromkeys(items))
+
+
+def run_dir_of(folder: Path) -> Path | None:
+    """The zoo run directory ``folder`` is (config.yaml next to checkpoints/ or metrics.jsonl), or whose
+    ``samples/`` grid folder it is; else None."""
+    def is_run(d: Path) -> bool:
+        return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
+    if is_run(folder):
+        return folder
+    if folder.name == "samples" and is_run(folder.parent):
+        return folder.parent
+    return None
+
+
+def check_images_path(path) -> Path:
+    """``path`` (``~`` expanded) when it can hold images to score: a folder that is not a run directory,
+    or an existing ``.npz`` / ``.npy`` file; else a one-line error saying what to pass."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        run = run_dir_of(p)
+        if run is not None:
+            raise ZooError(f"'{path}' is {'the samples folder of ' if run != p else ''}a zoo run directory: its PNGs "
+                           f"are training-time sample grids, not samples -- score its model with `zoo eval {run}` "
+                           f"(or write samples with `zoo sample {run} -n 10000 --out FOLDER` and pass that)")
+        return p
+    if not p.exists():
+        raise ZooError(f"'{path}' does not exist (pass a folder of PNG images, an .npz or an .npy file)")
+    if p.suffix.lower() not in (".npz", ".npy"):
+        raise ZooError(f"'{path}' is not a folder, .npz or .npy file (pass a folder of PNG images or an image array)")
+    return p
