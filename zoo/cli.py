@@ -137,7 +137,7 @@ def _model_detail(snap: dict, name: str) -> str:
     at = (f"preset {chosen['name']} ({chosen['reason']})" if chosen.get("name") else
           "its defaults, no preset")
     out = [f"{name}: {m['description']}",
-           f"family {m['family']}, plugin {m['plugin']}; {_params(m['params'])} parameters with no --preset: {at}",
+           f"family {m['family']}, plugin {m['plugin']}, {_params(m['params'])} parameters with no --preset: {at}",
            ""]
     if m["presets"]:
         out.append(f"presets (zoo train {name} --preset NAME):")
