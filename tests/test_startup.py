@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import MNIST_SETS
 from plugin_env import toy_dist
+
 from zoo.registry import loaded, model_config, registry, use_registry
 
 # `python -c PROBE ARGS...` runs `zoo ARGS...` as the console script does, then says whether torch was imported.
@@ -18,7 +18,7 @@ PROBE = ("import runpy, sys\nsys.argv = ['zoo', *sys.argv[1:]]\ncode = 0\ntry:\n
 
 def zoo(*args, env, cwd=None):
     done = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     return done.returncode, done.stdout.strip().splitlines()[-1], done.stderr.strip().splitlines()
 
 
@@ -64,7 +64,7 @@ def test_the_index_follows_an_installed_plugin(env, tmp_path):
     code, torch_line, stderr = zoo("train", "toy", "--set", "model.nosuch=1", env=e, cwd=tmp_path)
     assert code == 2 and "unknown config key 'model.nosuch'" in stderr[0] and torch_line == "torch imported: False"
     listing = subprocess.run([sys.executable, "-m", "zoo", "list", "toy"], env=e, capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, check=False)
     assert listing.returncode == 0 and listing.stdout.startswith("toy: ")
     # ... and uninstalling it: the name is unknown again at once (the index is rebuilt once more)
     code, _, stderr = zoo("train", "toy", env=env, cwd=tmp_path)

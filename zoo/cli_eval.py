@@ -119,8 +119,9 @@ def eval_cmd(run_dir, images_path, n, metrics, extractor, reference, option_item
     file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
     every number.
     """
+    # no torch here: the arguments are checked before zoo.evaluate is imported
     from .config import BASE, base_config, merge, parse_options, parse_set
-    from .eval_inputs import check_images_path, parse_metrics  # no torch: the arguments are checked first
+    from .eval_inputs import check_images_path, parse_metrics
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
