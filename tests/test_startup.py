@@ -87,3 +87,18 @@ def test_the_index_resolves_every_config_as_the_plugins_do(env, monkeypatch):
             assert cfg == model_config(n, preset=p, sets=sets if n.startswith("ddpm") else MNIST_SETS), (n, p)
     finally:
         use_registry(before)
+
+
+def test_the_index_keeps_only_declarations_json_gives_back_exactly():
+    """A Key's type, choices and bounds survive the index; a declaration JSON would change (a tuple, a type it
+    cannot name) is left out, and that model's config then comes from its plugin."""
+    from pathlib import Path
+
+    from zoo.catalog import _decode, _portable
+    from zoo.config import Key
+    tree = {"model": {"dim": Key(8, "width", ge=1), "kind": Key("a", choices=("a", "b")),
+                      "scale": Key(None, type=(int, float), gt=0), "mults": Key([1, 2], item=int, length=2)},
+            "trainer": {"lr": 1e-3}}
+    assert repr(_decode(_portable(tree))) == repr(tree)
+    assert _portable({"model": {"path": Key(None, type=Path)}}) is None
+    assert _portable({"model": {"pair": (1, 2)}}) is None

@@ -278,15 +278,11 @@ class CachedModel:
         return copy.deepcopy(self.config)
 
 
-def cached_models(snap: dict) -> dict[str, CachedModel] | None:
-    """``name -> CachedModel`` of every model in ``snap`` (from :func:`current`); None when a plugin failed
-    (the live registry says why) or a model's declarations are not in the cache (JSON could not carry
-    them exactly)."""
+def cached_models(snap: dict) -> dict[str, CachedModel | None] | None:
+    """``name -> CachedModel`` of every model in ``snap`` (from :func:`current`), None for a model whose
+    declarations JSON could not carry exactly; None when a plugin failed (the live registry says why)."""
     if snap["failures"]:
         return None
-    models = {}
-    for m in snap["models"]:
-        if m.get("config") is None or m.get("preset_configs") is None:
-            return None
-        models[m["name"]] = CachedModel(m["name"], _decode(m["config"]), _decode(m["preset_configs"]))
-    return models
+    return {m["name"]: CachedModel(m["name"], _decode(m["config"]), _decode(m["preset_configs"]))
+            if m.get("config") is not None and m.get("preset_configs") is not None else None
+            for m in snap["models"]}

@@ -473,9 +473,9 @@ def declared(name: str):
         from . import catalog
         snap = catalog.current()
         models = catalog.cached_models(snap) if snap is not None else None
-        if models is not None:
-            if name not in models:
-                raise unknown_model(name, models)
+        if models is not None and name not in models:
+            raise unknown_model(name, models)
+        if models is not None and models[name] is not None:
             return models[name]
         if snap is None:
             catalog.listing()
