@@ -99,6 +99,6 @@ def test_the_index_keeps_only_declarations_json_gives_back_exactly():
     tree = {"model": {"dim": Key(8, "width", ge=1), "kind": Key("a", choices=("a", "b")),
                       "scale": Key(None, type=(int, float), gt=0), "mults": Key([1, 2], item=int, length=2)},
             "trainer": {"lr": 1e-3}}
-    assert repr(_decode(_portable(tree))) == repr(tree)
-    assert _portable({"model": {"path": Key(None, type=Path)}}) is None
-    assert _portable({"model": {"pair": (1, 2)}}) is None
+    assert repr(_decode(_portable(lambda: tree))) == repr(tree)
+    assert _portable(lambda: {"model": {"path": Key(None, type=Path)}}) is None
+    assert _portable(lambda: {"model": {"pair": (1, 2)}}) is None

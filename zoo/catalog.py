@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,10 @@ def _model(entry) -> dict:
                     others[f"{section}.{k}"] = _jsonable(v.default if isinstance(v, Key) else v)
     helps = entry.preset_help
     return {
-        "config": _portable(entry.defaults()),
-        "preset_configs": _portable(entry.presets),
+        "config": _portable(entry.defaults),
+        "preset_configs": _portable(lambda: entry.presets),
         "name": entry.name, "family": entry.family, "plugin": entry.plugin, "description": entry.description,
-        "params": param_count(entry.name),  # at the preset zoo picks with no --preset (on this machine):
+        "params": param_count(entry.name),  # at the preset zoo picks with no --preset, on this machine
         "params_preset": _default_preset(entry.name),
         "presets": [{"name": p, "help": helps.get(p, ""), "params": param_count(entry.name, p)}
                     for p in entry.presets],
@@ -152,13 +153,14 @@ def _decode(data: Any) -> Any:
     return data["value"]
 
 
-def _portable(tree: dict) -> Any:
-    """``tree`` encoded for the cache, or None unless decoding gives it back exactly (same repr: types,
+def _portable(tree_of: Callable[[], dict]) -> Any:
+    """``tree_of()`` encoded for the cache, or None unless decoding gives it back exactly (same repr: types,
     tuples and key order included) -- then the live registry is used for this model."""
     try:
+        tree = tree_of()
         data = json.loads(json.dumps(_encode(tree)))
         return data if repr(_decode(data)) == repr(tree) else None
-    except (TypeError, ValueError, KeyError):  # KeyError: a type without a name here
+    except Exception:  # noqa: BLE001 - a type without a name here, a broken declaration: a listing never fails
         return None
 
 
