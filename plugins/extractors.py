@@ -8,9 +8,22 @@
 
 A factory takes keyword options (``weights``: a local weights file) and returns a
 ``torch_fidelity.FeatureExtractorBase``; see zoo/extractors.py for the attributes the harness reads.
+zoo.extractors (torch-fidelity, hence torchvision) is imported when a factory is called, not when the
+plugins load: loading them (`zoo plugins`, rebuilding the `zoo list` index) stays cheap.
 """
 from zoo import hookimpl
-from zoo.extractors import inception_extractor, mnist_extractor
+
+
+def mnist_extractor(weights: str | None = None):
+    """zoo.extractors.mnist_extractor, imported on first use."""
+    from zoo.extractors import mnist_extractor as make
+    return make(weights)
+
+
+def inception_extractor(weights: str | None = None):
+    """zoo.extractors.inception_extractor, imported on first use."""
+    from zoo.extractors import inception_extractor as make
+    return make(weights)
 
 
 @hookimpl

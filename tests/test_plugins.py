@@ -462,6 +462,7 @@ def test_zoo_list_shows_presets_and_one_model_in_detail(tmp_path, monkeypatch, f
         code, out = run("list", "shown-slow")
         assert code == 0, out
         assert out.startswith("shown-slow: a model with everything declared\nfamily toy, plugin described, ")
+        assert "parameters with no --preset: its defaults, no preset\n" in out  # which preset each count is at
         assert re.search(r"^  wide\s+\S+\s+4x the channels$", out, re.M)
         assert re.search(r"^  model\.depth\s+3\s+int >= 1\s+number of conv blocks$", out, re.M)
         assert re.search(r"^  model\.mode\s+slow\s+one of: fast, slow\s+how to run$", out, re.M)  # the variant's
@@ -471,6 +472,10 @@ def test_zoo_list_shows_presets_and_one_model_in_detail(tmp_path, monkeypatch, f
 
         code, out = run("list", "ddpm")
         assert code == 0 and re.search(r"^  steps\s", out, re.M) and re.search(r"^  sampler\s", out, re.M)
+        chosen = re.search(r"([\d.]+M) parameters with no --preset: preset (cpu|gpu) \(auto: training on", out)
+        assert chosen and re.search(rf"^  {chosen[2]}\s+{chosen[1]}\s", out, re.M)  # the count of the preset named
+        code, out = run("list")
+        assert re.search(rf"^ddpm\s+diffusion\s+ddpm\s+{chosen[1]} \({chosen[2]}\)\s", out, re.M)
         code, out = run("list", "vae")
         assert code == 0 and "sampling options: none" in out
         code, out = run("list", "shwon")

@@ -1,16 +1,26 @@
-"""The importable API behind the CLI: train, resume, load a run, sample."""
+"""The importable API behind the CLI: train, resume, load a run, sample.
+
+Importing it imports no torch: the CLI checks a command's arguments, files and config first, and torch
+loads when the work starts (``sample_images`` and ``write_images`` are zoo.images', loaded on first use).
+"""
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from . import checkpoint
 from .config import BASE, Config, defaults, load_yaml, merge, parse_set
-from .device import resolve_device
 from .errors import ZooError, did_you_mean
-from .images import sample_images, write_images  # noqa: F401 - part of the API
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def __getattr__(name: str):
+    if name in ("sample_images", "write_images"):  # part of the API; zoo.images imports torch
+        from . import images
+        return getattr(images, name)
+    raise AttributeError(f"module 'zoo.api' has no attribute '{name}'")
 
 
 def default_out_dir(model_name: str) -> Path:
@@ -23,9 +33,12 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     path = Path(out_dir) / "config.yaml"
     check_run_dir(out_dir)
     cfg = load_yaml(path)
-    from .registry import model_schema, registry
+    from .registry import model_schema
     name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
-    schema = model_schema(name) if name in registry().models else {**BASE, "model": cfg.get("model", {})}
+    try:
+        schema = model_schema(str(name))
+    except ZooError:  # a model no longer installed: the run's own values stand for its declarations
+        schema = {**BASE, "model": cfg.get("model", {})}
     # keys added since the run started take their defaults; the schema lets nullable keys hold null
     cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False, schema=schema)
     return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
@@ -86,7 +99,6 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
     >>> zoo.train("vae", preset="tiny", sets=["trainer.max_steps=100"], out="runs/vae")
     """
     from .registry import model_config
-    from .trainer import fit
     if resume:
         if out is None:
             raise ZooError("--resume needs --out DIR: the run directory to continue")
@@ -102,6 +114,7 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
     out = Path(out) if out is not None else default_out_dir(cfg.model_name)
     if evaluate is None and cfg.trainer.eval_every:
         evaluate = periodic_fid(cfg)
+    from .trainer import fit  # torch: the arguments and the config are checked
     return fit(cfg, out, resume=resume, force=force, quiet=bool(quiet), evaluate=evaluate)
 
 
@@ -111,6 +124,7 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
     >>> model = zoo.load_run("runs/ddpm")
     >>> images = model.sample(16, torch.Generator().manual_seed(0))   # (16, C, H, W) in [0, 1]
     """
+    from . import checkpoint
     from .registry import complete_data_config, registry
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint_name
@@ -133,4 +147,5 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    from .device import resolve_device
     return resolve_device(name)

@@ -3,7 +3,10 @@
 :func:`snapshot` turns the live registry into JSON-able data: every model (family, plugin,
 description, parameters at its defaults and per preset, presets with their help, its ``model.*``
 settings with defaults, valid values and help, its sampling options), dataset and extractor, and
-the plugin failures. Building it imports every plugin, hence torch: a few seconds.
+the plugin failures. Building it imports every plugin, hence torch: a few seconds. It also carries each
+model's declarations (its config of :class:`~zoo.config.Key` and its presets, where JSON carries them
+exactly): :func:`cached_models` hands them to ``zoo.registry.model_config``, so that a bad model name,
+preset, ``-c`` file or ``--set`` is rejected without importing a plugin (or torch).
 
 :func:`listing` returns that snapshot from a cache file when the cache is current, else builds it
 and rewrites the cache. The cache is keyed by what could change the listing: the ``zoo.plugins``
@@ -16,17 +19,20 @@ The cache lives in ``$ZOO_CACHE``, else ``~/.cache/zoo``; ``zoo list --refresh``
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .env import env_flag
 
-FORMAT = 2  # bump when the snapshot's layout changes
+FORMAT = 3  # bump when the snapshot's layout changes
 _ENV = ("ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_CONFIG", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
@@ -69,8 +75,11 @@ def _model(entry) -> dict:
                     others[f"{section}.{k}"] = _jsonable(v.default if isinstance(v, Key) else v)
     helps = entry.preset_help
     return {
+        "config": _portable(entry.defaults),
+        "preset_configs": _portable(lambda: entry.presets),
         "name": entry.name, "family": entry.family, "plugin": entry.plugin, "description": entry.description,
-        "params": param_count(entry.name),
+        "params": param_count(entry.name),  # at the preset zoo picks with no --preset, on this machine
+        "params_preset": _default_preset(entry.name),
         "presets": [{"name": p, "help": helps.get(p, ""), "params": param_count(entry.name, p)}
                     for p in entry.presets],
         "settings": settings,
@@ -96,8 +105,65 @@ def param_count(name: str, preset: str | None = None) -> int | None:
         return None
 
 
+def _default_preset(name: str) -> dict:
+    """``{"name": preset or None, "reason": why}``: what ``zoo train NAME`` applies with no --preset here."""
+    from .registry import model_config
+    try:
+        cfg = model_config(name)
+        return {"name": cfg.preset, "reason": cfg.preset_reason}
+    except Exception:  # noqa: BLE001 - a listing never fails because of one model
+        return {"name": None, "reason": "?"}
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
+
+
+# --- declarations as JSON -------------------------------------------------------------------------
+_TYPES = {t.__name__: t for t in (bool, int, float, str, list, dict, tuple, object, type(None))}
+_NAMES = {t: name for name, t in _TYPES.items()}
+
+
+def _encode(tree: Any) -> Any:
+    """A config tree (sections, :class:`Key` leaves, plain values) as JSON data; ``TypeError`` for a
+    type JSON cannot name."""
+    from .config import Key
+    if isinstance(tree, dict):
+        return {"section": {k: _encode(v) for k, v in tree.items()}}
+    if isinstance(tree, Key):
+        fields = {f.name: getattr(tree, f.name) for f in dataclasses.fields(Key)}
+        for name in ("type", "item"):  # a type by name; a tuple of types as a list of names
+            t = fields[name]
+            fields[name] = [_NAMES[x] for x in t] if isinstance(t, tuple) else None if t is None else _NAMES[t]
+        fields["choices"] = None if tree.choices is None else list(tree.choices)
+        return {"key": fields}
+    return {"value": tree}
+
+
+def _decode(data: Any) -> Any:
+    from .config import Key
+    if "section" in data:
+        return {k: _decode(v) for k, v in data["section"].items()}
+    if "key" in data:
+        fields = dict(data["key"])
+        for name in ("type", "item"):
+            t = fields[name]
+            fields[name] = None if t is None else tuple(_TYPES[x] for x in t) if isinstance(t, list) else _TYPES[t]
+        if fields["choices"] is not None:
+            fields["choices"] = tuple(fields["choices"])
+        return Key(**fields)
+    return data["value"]
+
+
+def _portable(tree_of: Callable[[], dict]) -> Any:
+    """``tree_of()`` encoded for the cache, or None unless decoding gives it back exactly (same repr: types,
+    tuples and key order included) -- then the live registry is used for this model."""
+    try:
+        tree = tree_of()
+        data = json.loads(json.dumps(_encode(tree)))
+        return data if repr(_decode(data)) == repr(tree) else None
+    except Exception:  # noqa: BLE001 - a type without a name here, a broken declaration: a listing never fails
+        return None
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -166,25 +232,61 @@ def listing(refresh: bool = False, on_build=None) -> tuple[dict, str]:
     loaded = sys.modules.get("zoo.registry")  # (importing it would import pluggy: not needed for a cache hit)
     if loaded is not None and loaded.loaded():
         return snapshot(loaded.registry()), "live"
-    path, key = cache_path(), None
-    strict = env_flag("ZOO_STRICT_PLUGINS")  # a plugin author: live
-    if not (refresh or strict):
-        key = cache_key()
-        try:
-            stored = json.loads(path.read_text())
-            if stored.get("key") == key and not stored["snapshot"]["failures"]:
-                return stored["snapshot"], "cached"
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    if not refresh:
+        stored = current()
+        if stored is not None and not stored["failures"]:
+            return stored, "cached"
     if on_build is not None:
         on_build()
     from .registry import registry
+    key = cache_key()  # before loading: a file edited meanwhile makes the next call rebuild
     snap = snapshot(registry())
+    path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key or cache_key(), "snapshot": snap}))
+        tmp.write_text(json.dumps({"key": key, "snapshot": snap}))
         os.replace(tmp, path)  # atomic: a concurrent `zoo list` reads the old file or the new one
     except OSError:
         pass  # a read-only cache folder only costs speed
     return snap, "refreshed"
+
+
+def _strict() -> bool:
+    return env_flag("ZOO_STRICT_PLUGINS")  # a plugin author: live
+
+
+def current() -> dict | None:
+    """The cached snapshot when the cache is current (plugin failures included), else None; always None
+    with ``ZOO_STRICT_PLUGINS=1``. Imports no plugin."""
+    if _strict():
+        return None
+    try:
+        stored = json.loads(cache_path().read_text())
+        if stored.get("key") == cache_key():
+            return stored["snapshot"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+@dataclasses.dataclass
+class CachedModel:
+    """A model's declarations read from the cache: what ``zoo.registry.model_config`` needs of a
+    ``ModelEntry`` (``defaults()``, ``presets``), without its class."""
+    name: str
+    config: dict
+    presets: dict
+
+    def defaults(self) -> dict:
+        return copy.deepcopy(self.config)
+
+
+def cached_models(snap: dict) -> dict[str, CachedModel | None] | None:
+    """``name -> CachedModel`` of every model in ``snap`` (from :func:`current`), None for a model whose
+    declarations JSON could not carry exactly; None when a plugin failed (the live registry says why)."""
+    if snap["failures"]:
+        return None
+    return {m["name"]: CachedModel(m["name"], _decode(m["config"]), _decode(m["preset_configs"]))
+            if m.get("config") is not None and m.get("preset_configs") is not None else None
+            for m in snap["models"]}

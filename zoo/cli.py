@@ -101,7 +101,7 @@ def list_cmd(model, refresh):
     else:
         rows = []
         for m in snap["models"]:
-            rows.append([m["name"], m["family"], m["plugin"], _params(m["params"]), m["description"]])
+            rows.append([m["name"], m["family"], m["plugin"], _default_params(m), m["description"]])
         lines = _table(rows, ["model", "family", "plugin", "params", "description"]).split("\n")
         width = max((len(p["name"]) for m in snap["models"] for p in m["presets"]), default=0)
         out = lines[:2]
@@ -118,9 +118,16 @@ def list_cmd(model, refresh):
             click.echo()
             rows = [[x["name"], x["plugin"], x["description"]] for x in snap["extractors"]]
             click.echo(_table(rows, ["extractor", "plugin", "description"]))
-        click.echo("\n`zoo list MODEL` shows a model's settings and sampling options.")
+        click.echo("\nparams: with no --preset (the preset zoo picks on this machine in brackets); each --preset "
+                   "line: with that preset.\n`zoo list MODEL` shows a model's settings and sampling options.")
     for f in snap["failures"]:
         click.echo(f"warning: plugin '{f['plugin']}': {f['error']}", err=True)
+
+
+def _default_params(m: dict) -> str:
+    """A model's parameters with no --preset, naming the preset that applies then (``1.11M (cpu)``)."""
+    preset = (m.get("params_preset") or {}).get("name")  # .get: a catalog cached before it was recorded
+    return _params(m["params"]) + (f" ({preset})" if preset else "")
 
 
 def _model_detail(snap: dict, name: str) -> str:
@@ -132,8 +139,12 @@ def _model_detail(snap: dict, name: str) -> str:
         raise ZooError(f"unknown model '{name}'{did_you_mean(name, models)} -- `zoo list` shows the "
                        f"{len(models)} available{hint}")
     m = models[name]
+    chosen = m.get("params_preset") or {}
+    at = (f"preset {chosen['name']} ({chosen['reason']})" if chosen.get("name") else
+          "its defaults, no preset")
     out = [f"{name}: {m['description']}",
-           f"family {m['family']}, plugin {m['plugin']}, {_params(m['params'])} parameters at its defaults", ""]
+           f"family {m['family']}, plugin {m['plugin']}, {_params(m['params'])} parameters with no --preset: {at}",
+           ""]
     if m["presets"]:
         out.append(f"presets (zoo train {name} --preset NAME):")
         out.append(_table([[p["name"], _params(p["params"]), p["help"]] for p in m["presets"]], None, "  "))
@@ -141,7 +152,8 @@ def _model_detail(snap: dict, name: str) -> str:
         out.append("presets: none")
     out.append("")
     if m["settings"]:
-        out.append(f"settings (--set KEY=VALUE; `zoo show-config {name}` prints the whole config):")
+        out.append(f"settings (--set KEY=VALUE; default: before any preset -- `zoo show-config {name} -p PRESET` "
+                   f"shows a preset's):")
         out.append(_table([[s["key"], _literal(s["default"]), s["valid"], s["help"]] for s in m["settings"]],
                           ["key", "default", "valid values", "help"], "  "))
     else:

@@ -56,12 +56,12 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
       zoo sample runs/ddpm -n 64 --out grid.png --option sampler=dpm++ --option steps=20
     """
     from . import api
+    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
+                            eta=("--eta", eta))
+    cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
     from .contract import check_sample_options
     from .registry import registry
     from .images import check_out
-    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
-                            eta=("--eta", eta))
-    cfg = api.run_config(run_dir)
     check_out(out)
     options = check_sample_options(registry().model(cfg.model_name).cls, options, source="sampling options",
                                    name=cfg.model_name)

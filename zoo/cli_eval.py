@@ -80,8 +80,7 @@ def eval_cmd(run_dir, images_path, **opts):
     file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
     every number.
     """
-    from .images import read_images
-    spec, options, overrides = _eval_settings(run_dir, images_path, opts)
+    spec, options, overrides = _eval_settings(run_dir, images_path, opts)  # before torch: a typo costs nothing
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings come back in the result and are printed below
@@ -90,6 +89,7 @@ def eval_cmd(run_dir, images_path, **opts):
         else:
             from .config import BASE, base_config, merge
             from .evaluate import evaluate
+            from .images import read_images
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
             result = evaluate(read_images(images_path), opts["reference"], spec, data=data)
@@ -123,8 +123,9 @@ def _eval_settings(run_dir, images_path, opts: dict):
     """Check the command line before any work and build the :class:`~zoo.evaluate.EvalSpec` from it:
     ``(spec, sampling options, --set overrides)``."""
     from .config import parse_options, parse_set
-    from .specs import EvalSpec
+    from .eval_inputs import check_images_path
     from .metrics import parse_metrics
+    from .specs import EvalSpec
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
@@ -145,6 +146,7 @@ def _eval_settings(run_dir, images_path, opts: dict):
                            f"to --images")
         if nll:
             raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
+        check_images_path(images_path)
     if opts["metrics"] is not None:
         parse_metrics(opts["metrics"], allow_empty=nll and run_dir is not None)
     device = opts["device"]
@@ -161,13 +163,13 @@ def _eval_run(run_dir, spec, overrides: dict, opts: dict) -> dict:
     from dataclasses import replace
 
     from . import api
+    cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
     from .config import Config, merge
     from .contract import check_likelihood_options, check_sample_options
     from .evaluate import evaluate
     from .metrics import parse_metrics
     from .references import reference_for_config
     from .registry import registry
-    cfg = api.run_config(run_dir)
     cls = registry().model(cfg.model_name).cls
     spec = replace(spec, sample_options=check_sample_options(cls, spec.sample_options, name=cfg.model_name))
     if spec.nll:   # before any work: a typo costs nothing

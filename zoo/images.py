@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .device import autocast, resolve_precision
 from .errors import ZooError
+from .eval_inputs import check_images_path, run_dir_of  # noqa: F401 - run_dir_of: part of this module's API
 from .paths import check_writable, nearest_existing, unwritable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -127,18 +128,9 @@ def as_uint8_images(x, what: str = "images") -> torch.Tensor:
 def read_images(path) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` from a folder of images (PNG/JPEG/..., searched recursively, sorted by name,
     all the same size) or an ``.npz`` (key ``images``, or its only array) / ``.npy`` file."""
-    p = Path(path).expanduser()
+    p = check_images_path(path)
     if p.is_dir():
-        run = run_dir_of(p)
-        if run is not None:
-            raise ZooError(f"'{path}' is {'the samples folder of ' if run != p else ''}a zoo run directory: its PNGs "
-                           f"are training-time sample grids, not samples -- score its model with `zoo eval {run}` "
-                           f"(or write samples with `zoo sample {run} -n 10000 --out FOLDER` and pass that)")
         return _read_folder(p)
-    if not p.exists():
-        raise ZooError(f"'{path}' does not exist (pass a folder of PNG images, an .npz or an .npy file)")
-    if p.suffix.lower() not in (".npz", ".npy"):
-        raise ZooError(f"'{path}' is not a folder, .npz or .npy file (pass a folder of PNG images or an image array)")
     try:
         loaded = np.load(p, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -157,18 +149,6 @@ def read_images(path) -> torch.Tensor:
         raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
     return as_uint8_images(array, what=f"'{path}'")
-
-
-def run_dir_of(folder: Path) -> Path | None:
-    """The zoo run directory ``folder`` is (config.yaml next to checkpoints/ or metrics.jsonl), or whose
-    ``samples/`` grid folder it is; else None."""
-    def is_run(d: Path) -> bool:
-        return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
-    if is_run(folder):
-        return folder
-    if folder.name == "samples" and is_run(folder.parent):
-        return folder.parent
-    return None
 
 
 def _read_folder(folder: Path) -> torch.Tensor:

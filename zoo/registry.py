@@ -348,10 +348,7 @@ class Registry:
     # --- lookup -------------------------------------------------------------------------
     def model(self, name: str) -> ModelEntry:
         if name not in self.models:
-            broken = [f.plugin for f in self.failures]
-            hint = f"; plugins that failed to load: {', '.join(sorted(set(broken)))}" if broken else ""
-            raise ZooError(f"unknown model '{name}'{did_you_mean(name, self.models)}"
-                           f" -- `zoo list` shows the {len(self.models)} available{hint}")
+            raise unknown_model(name, self.models, [f.plugin for f in self.failures])
         return self.models[name]
 
     def dataset(self, name: str) -> DatasetEntry:
@@ -387,6 +384,12 @@ class Registry:
                             "status": "failed", "adds": {"models": [], "datasets": [], "extractors": []},
                             "failures": [{"error": f.error, "traceback": f.detail or None}]})
         return out
+
+
+def unknown_model(name: str, known, broken=()) -> ZooError:
+    hint = f"; plugins that failed to load: {', '.join(sorted(set(broken)))}" if broken else ""
+    return ZooError(f"unknown model '{name}'{did_you_mean(name, known)} -- `zoo list` shows the {len(known)} "
+                    f"available{hint}")
 
 
 def _adds(reg: Registry, plugin: str) -> dict:
@@ -484,6 +487,24 @@ def list_models() -> list[str]:
     return sorted(registry().models)
 
 
+def declared(name: str):
+    """Model ``name``'s declarations (``defaults()``, ``presets``): the registry's entry when this process
+    loaded it; else the `zoo list` index's copy when the index is current -- no plugin is imported, nor
+    torch, so a bad model name, preset, file or value costs nothing; else the registry's, and the index is
+    rebuilt on the way (the plugins are loaded then anyway)."""
+    if _REGISTRY is None and not strict():
+        from . import catalog
+        snap = catalog.current()
+        models = catalog.cached_models(snap) if snap is not None else None
+        if models is not None and name not in models:
+            raise unknown_model(name, models)
+        if models is not None and models[name] is not None:
+            return models[name]
+        if snap is None:
+            catalog.listing()
+    return registry().model(name)
+
+
 def model_config(name: str, preset: str | None = None, file=None, sets=(), overrides=None, sources=None):
     """The resolved config for model ``name``: base < model defaults < user file < preset < ``file`` <
     ``overrides`` < ``sets`` (see ``zoo.config.resolve``; ``sources``, a dict, gets each value's layer).
@@ -492,7 +513,7 @@ def model_config(name: str, preset: str | None = None, file=None, sets=(), overr
     run will use (``trainer.device`` after every other layer). The config records the choice in
     ``preset`` and ``preset_reason``."""
     from .config import resolve, user_layers
-    entry = registry().model(name)
+    entry = declared(name)
     if preset is not None and preset not in entry.presets:
         raise ZooError(f"model '{name}' has no preset '{preset}'{did_you_mean(preset, entry.presets)}"
                        f" (presets: {', '.join(entry.presets) or 'none'})")
@@ -513,7 +534,7 @@ def model_schema(name: str) -> dict:
     """Every key of model ``name``'s config as a declaration: zoo's ``BASE`` with the model's ``model.*``
     keys (``zoo show-config --explain``, docs/config.md)."""
     from .config import BASE
-    return {**BASE, "model": registry().model(name).defaults().get("model", {})}
+    return {**BASE, "model": declared(name).defaults().get("model", {})}
 
 
 def check_config(cfg) -> None:
