@@ -33,11 +33,13 @@ from pathlib import Path
 
 import torch
 
+from .compare_progress import Heartbeat, doing, now_doing, training_status
 from .errors import ZooError, did_you_mean
+from .fid_budget import FID_SHARE
 
 DEFAULT_METRICS = ("fid", "is", "kid", "prc", "modes")  # modes: "—" for data the harness cannot judge
-FID_POINTS = 8          # periodic FID evaluations per run (about)
-FID_N = 500             # samples per periodic FID (>= 2 x the mnist extractor's 128 features)
+FID_POINTS = 8          # periodic FID evaluations per run (at most; fewer where FID_SHARE does not afford them)
+FID_N = 500             # samples per periodic FID (at most; never fewer than 2 x the extractor's features, e.g. 256)
 NEAREST_SHOWN = 8       # samples per model in the memorisation check
 PROBE_SECONDS = 3.0     # time spent measuring a model's step time, for a minute budget's FID schedule
 MARKER = "compare.json"  # in each run compare trains: the settings it trained with, and whether it finished
@@ -83,7 +85,7 @@ def budget_sets(budget_minutes=None, steps=None) -> list[str]:
 
 def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None, steps=None, options=None,
          sample_options=None, extractor=None, metrics=None, reference=None, extra_references=(), nll=False,
-         nll_options=None, fid_points=FID_POINTS, fid_n=FID_N) -> list[Entry]:
+         nll_options=None, fid_points=FID_POINTS, fid_n=FID_N, fid_share=FID_SHARE) -> list[Entry]:
     """Check and resolve every item before anything trains; returns one :class:`Entry` per item.
 
     ``options``: sampling options for every model that declares them (an option no compared model
@@ -126,7 +128,7 @@ def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None,
         reg.dataset(cfg.data.name)
         run = out / "runs" / item
         settings = {"model": item, "preset": chosen, "sets": list(sets) + budget,
-                    "fid_points": fid_points, "fid_n": fid_n}
+                    "fid_points": fid_points, "fid_n": fid_n, "fid_share": fid_share}
         entries.append(Entry(item, item, run, cfg, _action(run, settings), chosen, settings=settings))
     seen: dict[str, str] = {}
     for e, item in zip(entries, items):
@@ -148,8 +150,9 @@ def plan(items, out, *, preset=None, presets=None, sets=(), budget_minutes=None,
             reference_for_config(e.cfg, spec)
     if nll_options:
         _assign_nll_options(entries, nll_options)
-    if fid_points < 0 or fid_n < 2:
-        raise ZooError(f"periodic FID needs --fid-points >= 0 and --fid-n >= 2, got {fid_points} and {fid_n}")
+    if fid_points < 0 or fid_n < 2 or fid_share < 0:
+        raise ZooError(f"periodic FID needs --fid-points >= 0, --fid-n >= 2 and --fid-share >= 0, got {fid_points}, "
+                       f"{fid_n} and {fid_share}")
     return entries
 
 
@@ -248,28 +251,50 @@ def step_seconds(cfg, budget_seconds: float = PROBE_SECONDS, max_steps: int = 5)
 
 
 def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=print) -> list[str]:
-    """``trainer.eval_every`` / ``trainer.eval_n`` for about ``fid_points`` cheap FIDs over the run
-    (none when ``fid_points`` is 0, or when ``--set`` chose them)."""
+    """``trainer.eval_every`` / ``eval_n`` / ``eval_max_minutes`` for as many cheap FIDs (up to ``fid_points``
+    of up to ``fid_n`` samples) as ``e.settings["fid_share"]`` of the training time affords, from the
+    measured step and FID times (:mod:`zoo.fid_budget`); prints the plan. Nothing when ``fid_points`` is 0
+    or ``--set`` chose ``trainer.eval_every``; ``eval_every=null`` when not even one FID fits."""
+    import dataclasses
+
     from .config import parse_set
+    from .fid_budget import measure_fid_cost, plan_fid
     mine = parse_set(sets).get("trainer", {})
-    if not fid_points or "eval_every" in mine:
+    if "eval_every" in mine:
+        echo(f"[compare] {e.label}: periodic FID as --set (trainer.eval_every={mine['eval_every']}), not bounded "
+             f"by --fid-share")
         return []
     t = e.cfg.trainer
-    if t.max_steps is not None:
-        planned, how = int(t.max_steps), ""
-    elif t.max_minutes is not None:
+    if not fid_points or (t.max_steps is None and t.max_minutes is None):
+        return []  # off, or an epoch budget: the run's own eval settings apply
+    share = float(e.settings.get("fid_share", FID_SHARE))
+    with doing(echo, f"{e.label}: measuring the step and FID times"):
         per_step = step_seconds(e.cfg)
-        planned, how = max(1, int(float(t.max_minutes) * 60 / per_step)), f" (about {per_step * 1e3:.3g} ms a step)"
-    else:
-        return []  # an epoch budget: the run's own eval settings apply
-    every = max(1, round(planned / fid_points))
-    eval_n = int(mine.get("eval_n", min(fid_n, n)))
-    echo(f"[compare] {e.label}: FID of {eval_n} samples every {every} steps{how}")
-    return [f"trainer.eval_every={every}"] + ([] if "eval_n" in mine else [f"trainer.eval_n={eval_n}"])
+        n_max = int(mine.get("eval_n", min(fid_n, n)))
+        cost, scoring = measure_fid_cost(e.cfg, n_max, e.options)
+    if "eval_n" in mine:
+        cost = dataclasses.replace(cost, min_n=n_max)
+    limits = [int(t.max_steps)] if t.max_steps is not None else []
+    if t.max_minutes is not None:
+        limits.append(max(1, int(float(t.max_minutes) * 60 / per_step)))
+    steps = min(limits)
+    seconds = steps * per_step if t.max_minutes is None else min(float(t.max_minutes) * 60, steps * per_step)
+    p = plan_fid(cost, train_seconds=seconds, steps=steps, points=fid_points, n_max=n_max, share=share)
+    training = f"about {_duration(seconds)} of training ({per_step:.3g} s a step)"
+    after = f"; scoring afterwards about {_duration(n * scoring)} a checkpoint ({n} samples)"
+    if not p.points:
+        echo(f"[compare] {e.label}: no periodic FID: one of {p.n} samples takes about {_duration(p.seconds)}, more "
+             f"than {share:.0%} (--fid-share) of {training}; the last checkpoint is ranked{after}")
+        return ["trainer.eval_every=null"]
+    echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({p.points} points, about "
+         f"{_duration(p.seconds)} each: {p.points * p.seconds / seconds:.0%} of {training}, at most {share:.0%} "
+         f"by --fid-share){after}")
+    return [f"trainer.eval_every={p.every}", f"trainer.eval_max_minutes={p.allowed / 60:.6g}"] + \
+        ([] if "eval_n" in mine else [f"trainer.eval_n={p.n}"])
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
         f"{seconds / 3600:.1f} h"
 
 
@@ -277,12 +302,15 @@ def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10
               fid_n=FID_N, quiet=True, echo=print) -> dict[str, str]:
     """Train (or resume) the entries that need it, one after the other; returns ``{label: error}`` for
     those that failed. Prints a line as each starts and ends, with the time left for the rest."""
-    from . import api
     errors: dict[str, str] = {}
     todo = [e for e in entries if e.action in ("train", "resume")]
     for e in entries:
         if e.action == "reuse":
             echo(f"[compare] {e.label}: already trained in {e.run}")
+    if todo and budget_minutes is not None:
+        share = float(todo[0].settings.get("fid_share", FID_SHARE))
+        echo(f"[compare] {len(todo)} to train, {float(budget_minutes):g} min each ({_duration(len(todo) * budget_minutes * 60)}"
+             f" of training); the periodic FID adds at most {share:.0%} of that (--fid-share), then scoring")
     walls: list[float] = []
     for i, e in enumerate(todo, 1):
         left = len(todo) - i + 1
@@ -293,11 +321,10 @@ def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10
         try:
             extra = periodic_fid_sets(e, sets, fid_points, fid_n, n, echo) if e.action == "train" else []
             _mark(e, "training")
-            if e.action == "resume":
-                result = api.train(resume=True, out=e.run, sets=list(e.settings["sets"]), quiet=quiet)
-            else:
-                result = api.train(e.model, preset=e.preset, sets=list(e.settings["sets"]) + extra, out=e.run,
-                                   force=True, quiet=quiet)
+            with doing(echo, training_status(e.label, e.run, _budget(e.cfg.trainer))):
+                result = _train(e, extra, quiet, echo)
+        except KeyboardInterrupt:  # before the trainer took Ctrl-C over, or a second Ctrl-C: stopped at once
+            raise _interrupted(e) from None
         except Exception as ex:  # noqa: BLE001 - one failing model never stops the comparison
             errors[e.label] = _one_line(ex)
             walls.append(time.time() - t0)
@@ -305,13 +332,39 @@ def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10
             continue
         walls.append(time.time() - t0)
         if getattr(result, "status", "finished") == "interrupted":
-            raise Interrupted(f"interrupted while training {e.label}: run the same command again to continue "
-                              f"({e.label} resumes from its checkpoint, finished runs are reused)")
+            raise _interrupted(e)
         _mark(e, "finished")
         eta = _eta(walls, len(todo) - i, budget_minutes)
         echo(f"[compare] {e.label} ({i}/{len(todo)}): trained {result.step} steps in {_duration(walls[-1])}"
              + (f"; about {eta} left for {len(todo) - i} more" if eta else ""))
     return errors
+
+
+def _train(e: Entry, extra: list[str], quiet: bool, echo):
+    """Train or resume one entry; the trainer prints no resume command of its own (compare says how to go on),
+    and each periodic FID is a stage of the heartbeat."""
+    from . import api
+    count = [0]
+
+    def evaluate(model):
+        count[0] += 1
+        with doing(echo, f"{e.label}: periodic FID {count[0]} ({int(model.cfg.trainer.eval_n)} samples)"):
+            return api.periodic_fid(model.cfg)(model)
+    if e.action == "resume":
+        return api.train(resume=True, out=e.run, sets=list(e.settings["sets"]), quiet=quiet, evaluate=evaluate,
+                         resume_hint=False)
+    return api.train(e.model, preset=e.preset, sets=list(e.settings["sets"]) + extra, out=e.run, force=True,
+                     quiet=quiet, evaluate=evaluate, resume_hint=False)
+
+
+def _interrupted(e: Entry) -> Interrupted:
+    return Interrupted(f"interrupted while training {e.label}: run the same command again to continue "
+                       f"({e.label} resumes from its checkpoint, finished runs are reused)")
+
+
+def _budget(t) -> str:
+    return ", ".join(([f"{float(t.max_minutes):g} min"] if t.max_minutes is not None else []) +
+                     ([f"{int(t.max_steps):,} steps"] if t.max_steps is not None else []))
 
 
 def _eta(walls: list[float], left: int, budget_minutes) -> str | None:
@@ -350,9 +403,10 @@ def score_all(entries: list[Entry], errors: dict, *, n: int, seed: int, extracto
         if not row["error"]:
             t0 = time.time()
             try:
-                _score(e, row, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
-                       reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
-                       score_last=score_last, echo=echo)
+                with doing(echo, f"scoring {e.label}"):
+                    _score(e, row, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
+                           reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                           score_last=score_last, echo=echo)
                 last = f", last {row['fid_last']:.2f}" if row.get("fid_last") is not None and \
                     row.get("best_step") is not None else ""
                 echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row['fid']:.2f}{last} "
@@ -392,10 +446,13 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
     ref = reference_for_config(cfg, reference)
     chosen = tuple(metrics) if metrics is not None else DEFAULT_METRICS
     t0 = time.perf_counter()
+    now_doing(echo, f"scoring {e.label}: sampling {n} images from its {'best' if ranked is not last else 'last'} "
+                    f"checkpoint")
     images = api.sample_images(ranked, n, seed=seed, **e.options)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     row["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
+    now_doing(echo, f"scoring {e.label}: features and metrics of {n} images")
     scores = evaluate_images(images, ref, extractor=extractor, metrics=chosen, seed=seed, device=dev)
     row.update({k: v for k, v in scores.items() if k in SCORE_KEYS})
     row["_extractor"] = scores.get("extractor")
@@ -406,6 +463,7 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
         row[f"fid_{spec}"] = extra["fid"]
         row[f"_reference_{spec}"] = extra["reference"]
     if ranked is not last and score_last:
+        now_doing(echo, f"scoring {e.label}: sampling {n} images from its last checkpoint")
         last_images = api.sample_images(last, n, seed=seed, **e.options)
         row["fid_last"] = evaluate_images(last_images, ref, extractor=extractor, metrics=("fid",), seed=seed,
                                           device=dev)["fid"]
@@ -413,6 +471,7 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
         row["fid_last"] = row["fid"] if ranked is last else None
     if nll:
         from .evaluate import evaluate
+        now_doing(echo, f"scoring {e.label}: likelihood of held-out images")
         got = evaluate(ranked, None, metrics=(), nll=True, nll_n=nll_n, nll_options=e.nll_options, seed=seed)
         row.update({k: got.get(k) for k in ("bits_per_dim", "bits_per_dim_bound", "nll_n", "nll_seconds")})
         row["nll_options"] = dict(e.nll_options)
@@ -420,6 +479,7 @@ def _score(e: Entry, row: dict, *, n, seed, extractor, metrics, device, referenc
     row["_run"] = str(e.run)
     try:
         from .memorisation import nearest_training_images
+        now_doing(echo, f"scoring {e.label}: nearest training images")
         row["_nearest"] = nearest_training_images(images[:NEAREST_SHOWN], cfg, extractor=extractor, device=dev)
         row["nearest"] = {k: row["_nearest"][k] for k in ("indices", "distances", "typical_distance", "searched")}
     except Exception as ex:  # noqa: BLE001 - the check is extra: its failure never costs the row
@@ -485,12 +545,14 @@ def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, ext
             preset=None, sets=(), device="auto", options=None, sample_options=None, title="zoo comparison",
             echo=print, quiet=True, presets=None, reference=None, extra_references=(), nll=False, nll_n=None,
             nll_options=None,
-            fid_points=FID_POINTS, fid_n=FID_N, score_last=True) -> dict[str, Path]:
+            fid_points=FID_POINTS, fid_n=FID_N, fid_share=FID_SHARE, score_last=True) -> dict[str, Path]:
     """Check every item, train what is not trained yet, evaluate and report. Returns the report files.
 
     ``options``: sampling options forwarded to every model that declares them; ``sample_options``:
-    ``{label or model name: {...}}`` for single models. ``fid_points``: about this many cheap periodic
-    FIDs (``fid_n`` samples each) per trained run; 0 turns them off (then the last checkpoint is ranked).
+    ``{label or model name: {...}}`` for single models. ``fid_points``: at most this many cheap periodic
+    FIDs (at most ``fid_n`` samples each) per trained run, taking at most ``fid_share`` of its training time
+    (:mod:`zoo.fid_budget`); 0 turns them off (then the last checkpoint is ranked). While it works, a line is
+    printed at least every ``trainer.progress_seconds`` (:mod:`zoo.compare_progress`).
     ``score_last=False`` skips the last checkpoint's FID when a best one is ranked (half the sampling).
     ``nll``: also bits/dim (models with ``log_likelihood``). Rows with an ``error`` are failures; see
     ``leaderboard.json``.
@@ -501,14 +563,19 @@ def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, ext
     entries = plan(items, out, preset=preset, presets=presets, sets=sets, budget_minutes=budget_minutes,
                    steps=steps, options=options, sample_options=sample_options, extractor=extractor,
                    metrics=metrics, reference=reference, extra_references=extra_references, nll=nll,
-                   nll_options=nll_options, fid_points=fid_points, fid_n=fid_n)
+                   nll_options=nll_options, fid_points=fid_points, fid_n=fid_n, fid_share=fid_share)
     out = Path(out)
     t0 = time.time()
-    errors = train_all(entries, sets=sets, budget_minutes=budget_minutes, n=n, fid_points=fid_points, fid_n=fid_n,
-                       quiet=quiet, echo=echo)
-    rows = score_all(entries, errors, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
-                     reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
-                     score_last=score_last, echo=echo)
+    with Heartbeat(echo, min(float(e.cfg.trainer.progress_seconds) for e in entries)) as beat:
+        errors = train_all(entries, sets=sets, budget_minutes=budget_minutes, n=n, fid_points=fid_points,
+                           fid_n=fid_n, quiet=quiet, echo=beat)
+        try:
+            rows = score_all(entries, errors, n=n, seed=seed, extractor=extractor, metrics=metrics, device=device,
+                             reference=reference, extra_references=extra_references, nll=nll, nll_n=nll_n,
+                             score_last=score_last, echo=beat)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted while scoring: run the same command again to score (the trained runs "
+                              "are reused)") from None
     refs = {"reference (FID, KID, precision/recall)": {r["_reference"] for r in rows if "_reference" in r}}
     for spec in extra_references:
         refs[f"reference of 'FID vs {spec}'"] = {r[f"_reference_{spec}"] for r in rows if f"_reference_{spec}" in r}
@@ -523,9 +590,10 @@ def compare(items, out, *, budget_minutes=None, steps=None, n=10000, seed=0, ext
                "samples per model": n, "extractor": ", ".join(sorted({r["_extractor"] for r in rows
                                                                        if r.get("_extractor")})) or extractor or "-",
                "seed": seed,
-               "checkpoint ranked": ("the best by periodic FID where a run logged one (runs trained here: "
-                                     f"{fid_points} points, {min(fid_n, n)} samples each, the data's default "
-                                     "extractor), else the last; 'FID last' is the last checkpoint's")
+               "checkpoint ranked": ("the best by periodic FID where a run logged one (runs trained here: up to "
+                                     f"{fid_points} points of up to {min(fid_n, n)} samples, taking at most "
+                                     f"{fid_share:.0%} of the training time, the data's default extractor), else "
+                                     "the last; 'FID last' is the last checkpoint's")
                if fid_points else "the best by periodic FID where a run logged one, else the last (periodic FID "
                                   "off for runs trained here)",
                **{k: "; ".join(sorted(v)) or "-" for k, v in refs.items()},
