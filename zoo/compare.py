@@ -258,7 +258,7 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
     import dataclasses
 
     from .config import parse_set
-    from .fid_budget import measure_fid_cost, plan_fid
+    from .fid_budget import TIME_MARGIN, measure_fid_cost, plan_fid
     mine = parse_set(sets).get("trainer", {})
     if "eval_every" in mine:
         echo(f"[compare] {e.label}: periodic FID as --set (trainer.eval_every={mine['eval_every']}), not bounded "
@@ -274,21 +274,21 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
         cost, scoring = measure_fid_cost(e.cfg, n_max, e.options)
     if "eval_n" in mine:
         cost = dataclasses.replace(cost, min_n=n_max)
-    limits = [int(t.max_steps)] if t.max_steps is not None else []
-    if t.max_minutes is not None:
-        limits.append(max(1, int(float(t.max_minutes) * 60 / per_step)))
-    steps = min(limits)
-    seconds = steps * per_step if t.max_minutes is None else min(float(t.max_minutes) * 60, steps * per_step)
-    p = plan_fid(cost, train_seconds=seconds, steps=steps, points=fid_points, n_max=n_max, share=share)
+    by_time = max(1, int(float(t.max_minutes) * 60 / per_step)) if t.max_minutes is not None else None
+    if t.max_steps is not None and (by_time is None or int(t.max_steps) <= by_time):
+        seconds, spread = int(t.max_steps) * per_step, int(t.max_steps)
+    else:  # a step count estimated from the step time: spread the FIDs over its first TIME_MARGIN
+        seconds, spread = float(t.max_minutes) * 60, max(1, int(by_time * TIME_MARGIN))
+    p = plan_fid(cost, train_seconds=seconds, steps=spread, points=fid_points, n_max=n_max, share=share)
     training = f"about {_duration(seconds)} of training ({per_step:.3g} s a step)"
     after = f"; scoring afterwards about {_duration(n * scoring)} a checkpoint ({n} samples)"
     if not p.points:
         echo(f"[compare] {e.label}: no periodic FID: one of {p.n} samples takes about {_duration(p.seconds)}, more "
              f"than {share:.0%} (--fid-share) of {training}; the last checkpoint is ranked{after}")
         return ["trainer.eval_every=null"]
-    echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({p.points} points, about "
-         f"{_duration(p.seconds)} each: {p.points * p.seconds / seconds:.0%} of {training}, at most {share:.0%} "
-         f"by --fid-share){after}")
+    points = f"{p.points} point{'s' if p.points > 1 else ''}"
+    echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({points}, about {_duration(p.seconds)} "
+         f"each: {p.points * p.seconds / seconds:.0%} of {training}, at most {share:.0%} by --fid-share){after}")
     return [f"trainer.eval_every={p.every}", f"trainer.eval_max_minutes={p.allowed / 60:.6g}"] + \
         ([] if "eval_n" in mine else [f"trainer.eval_n={p.n}"])
 

@@ -6,7 +6,7 @@ budget (a tiny DDPM spent two minutes per training step on FIDs). So compare giv
 training time, ``FID_SHARE`` (``--fid-share``), planned from two measurements made before the run:
 
 * the step time (:func:`zoo.compare.step_seconds`), which turns a step budget into seconds and a minute
-  budget into steps;
+  budget into steps (``TIME_MARGIN``);
 * the cost of one FID (:func:`measure_fid_cost`): the model's configured sampler on a batch of an
   untrained copy (its cost does not depend on the weights), the extractor's features of those images, the
   FID statistics, and ``after_training`` where the model fits something before it samples (the AE).
@@ -28,8 +28,11 @@ import torch
 
 FID_SHARE = 0.25      # periodic FID time, at most this fraction of the training time (--fid-share)
 MIN_POINTS = 3        # a short run takes fewer samples per FID before it takes fewer than this many points
+TIME_MARGIN = 0.8     # a minute budget's FIDs are spread over this share of the steps the step time promises
+                      # (measured without data, EMA and logging, it errs fast), so that the last one is reached
 PROBE_SECONDS = 1.0   # sampling time spent measuring the per-image cost (after a warm-up batch)
 WARM_UP = 8           # images in the warm-up batch
+FIT_BATCHES = 16      # batches of training images after_training is timed on (its cost is scaled to all of them)
 
 
 @dataclass
@@ -89,13 +92,16 @@ def measure_fid_cost(cfg, n_max: int, options: dict | None = None) -> tuple[FidC
     fixed = 0.0
     with torch.no_grad(), autocast(device, amp):
         if fits_after_training(model):  # before every periodic FID: a pass over the training images
-            data, bs = load_images(cfg.data, "train"), int(cfg.trainer.batch_size)
-            part = data[:4 * bs]
-            d = cfg.data
-            start = time.perf_counter()
-            model.after_training(to_model_input(part[i:i + bs], int(d.image_size), int(d.channels), model.data_range,
-                                                d.resize).to(device) for i in range(0, len(part), bs))
-            fixed += (time.perf_counter() - start) * len(data) / len(part)
+            d, bs = model.cfg.data, int(cfg.trainer.batch_size)
+            data = load_images(d, "train")
+
+            def fit(part):  # timed after a warm-up batch, on up to FIT_BATCHES batches, then scaled
+                start = time.perf_counter()
+                model.after_training(to_model_input(part[i:i + bs], int(d.image_size), int(d.channels),
+                                                    model.data_range, d.resize).to(device) for i in range(0, len(part), bs))
+                return (time.perf_counter() - start) * len(data) / len(part)
+            fit(data[:bs])
+            fixed += fit(data[:FIT_BATCHES * bs])
         per_sample, images = _sampling_seconds(model, g, n_max, {}, device)
         scoring = _sampling_seconds(model, g, n_max, options, device)[0] if options else per_sample
     ref = reference_for_config(cfg)
