@@ -31,7 +31,8 @@ MIN_POINTS = 3        # a short run takes fewer samples per FID before it takes 
 TIME_MARGIN = 0.8     # a minute budget's FIDs are spread over this share of the steps the step time promises
                       # (measured without data, EMA and logging, it errs fast), so that the last one is reached
 PROBE_SECONDS = 1.0   # sampling time spent measuring the per-image cost (after a warm-up batch)
-WARM_UP = 8           # images in the warm-up batch
+WARM_UP = 2           # images in the warm-up batch (a CPU DDPM takes about a second an image)
+MIN_PROBE = 4         # images in the timed batch, at least
 FIT_BATCHES = 16      # batches of training images after_training is timed on (its cost is scaled to all of them)
 
 
@@ -110,7 +111,7 @@ def measure_fid_cost(cfg, n_max: int, options: dict | None = None) -> tuple[FidC
     stats = reference_stats(ref, ext, name)
     images = as_uint8_images(images)
     size = getattr(ext, "input_size", None) or stats["image_size"]
-    extract_features(ext, images[:WARM_UP], size)
+    extract_features(ext, images[:MIN_PROBE], size)
     start = time.perf_counter()
     feats = extract_features(ext, images, size)[layer(ext, "fid")].double()
     per_feature = (time.perf_counter() - start) / len(images)
@@ -132,6 +133,6 @@ def _sampling_seconds(model, g, n_max: int, options: dict, device) -> tuple[floa
             torch.cuda.synchronize(device)
         return (time.perf_counter() - start) / k, x
     first, _ = timed(WARM_UP)
-    k = int(min(max(n_max, WARM_UP), max(WARM_UP, PROBE_SECONDS / max(first, 1e-9))))
+    k = int(min(max(n_max, MIN_PROBE), max(MIN_PROBE, PROBE_SECONDS / max(first, 1e-9))))
     per_image, x = timed(k)
     return per_image, x.float().clamp(0, 1).cpu()
