@@ -1,6 +1,7 @@
 """`zoo compare`: checks before training, equal-budget training with a periodic FID, best and last checkpoints,
 one scoring path, leaderboard files, per-model loss panels, the memorisation check, a report a browser renders."""
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -318,7 +319,7 @@ def test_a_short_budget_keeps_the_periodic_fid_to_its_share_and_lines_keep_comin
     for model in ("ae", "ddpm"):
         (trained,) = [t for _, t in lines if re.match(rf"\[compare\] {model} \(\d/2\): trained \d+ steps in", t)]
         assert _duration_s(trained) <= 4.2 * 1.25 + 20, trained  # budget + FID share + probes, set-up, final grid
-    gaps = [b - a for (a, _), (b, _) in zip(lines, lines[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(lines)]
     assert max(gaps) < 6, [(round(g, 1), t) for g, (_, t) in zip(gaps, lines[1:]) if g >= 6]
     assert any("scoring ddpm: sampling 300 images from its last checkpoint" in t and "so far" in t for _, t in lines)
     assert wall < 150, wall

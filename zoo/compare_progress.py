@@ -12,8 +12,8 @@ import contextlib
 import json
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from .progress import human_seconds
 

@@ -78,13 +78,24 @@ def measure_fid_cost(cfg, n_max: int, options: dict | None = None) -> tuple[FidC
     """The cost of one periodic FID of ``cfg``'s model (see the module docstring), and the seconds per
     image of sampling with ``options`` (the final scoring's sampling options) -- the same sampler unless
     options are given. Computes and caches the reference statistics, so the first FID does not pay them."""
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_fid import (
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
 
     from .contract import fits_after_training
     from .data import load_images, to_model_input
     from .device import autocast, resolve_device, resolve_precision
-    from .evaluate import (FID_FLOOR, as_uint8_images, default_extractor, extract_features, layer, load_extractor,
-                           reference_for_config, reference_stats)
+    from .evaluate import (
+        FID_FLOOR,
+        as_uint8_images,
+        default_extractor,
+        extract_features,
+        layer,
+        load_extractor,
+        reference_for_config,
+        reference_stats,
+    )
     from .registry import create_model
     device = resolve_device(str(cfg.trainer.device))
     amp = resolve_precision(str(cfg.trainer.precision), device)
