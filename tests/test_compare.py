@@ -1,15 +1,17 @@
 """`zoo compare`: checks before training, equal-budget training with a periodic FID, best and last checkpoints,
 one scoring path, leaderboard files, per-model loss panels, the memorisation check, a report a browser renders."""
 import csv
+import itertools
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import MNIST_SETS
-from helpers import zoo_cli
+from helpers import zoo_cli, zoo_env
 
 from zoo.cli import main
 from zoo.registry import model_config
@@ -31,7 +33,7 @@ def one_line_error(stderr: str, *parts):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """ae and gan trained 40 steps (a periodic FID every 5), plus a run whose checkpoint is broken: it fails."""
+    """ae and gan trained 40 steps (a periodic FID every 5, as --set), plus a run whose checkpoint is broken: it fails."""
     base = tmp_path_factory.mktemp("compare")
     broken = base / "broken"
     (broken / "checkpoints").mkdir(parents=True)
@@ -39,7 +41,8 @@ def report(tmp_path_factory):
     (broken / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     out = base / "report"
     res = zoo_cli("compare", "ae", "gan", broken, "--out", out, "--steps", 40, "-n", 300, "--preset", "tiny",
-                  "--reference", "holdout", "--reference", "test", "--title", "tiny comparison", *SETS)
+                  "--reference", "holdout", "--reference", "test", "--title", "tiny comparison", *SETS,
+                  "--set", "trainer.eval_every=5", "--set", "trainer.eval_n=300")
     return out, res
 
 
@@ -94,8 +97,8 @@ def test_leaderboard_ranks_best_checkpoints_and_reports_the_last(report):
     assert "held-out" in ctx["reference (FID, KID, precision/recall)"]
     assert "test split (all images)" in ctx["reference of 'FID vs test'"]
     assert ctx["budget"] == "40 steps" and ctx["device"] == "CPU"
-    assert "best by periodic FID where a run logged one (runs trained here: 8 points, 300 samples" \
-        in ctx["checkpoint ranked"]
+    assert "best by periodic FID where a run logged one (runs trained here: up to 8 points of up to 300 samples, " \
+        "taking at most 25% of the training time" in ctx["checkpoint ranked"]
     with open(out / "leaderboard.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["model"] for r in csv_rows] == [r["model"] for r in data["rows"]]
@@ -243,23 +246,115 @@ def test_a_model_that_fails_in_training_is_a_row_and_the_exit_code_is_1(toy, tmp
     assert "[compare] toygan (1/1): resuming" in res.output and '"finished"' in marker.read_text()
 
 
-def test_periodic_fid_is_spread_over_the_budget(toy):
-    from zoo.compare import Entry, periodic_fid_sets, step_seconds
-    def sets_for(*sets, n=10000, points=8):
-        cfg = model_config("toy", sets=MNIST_SETS + list(sets))
-        return periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), sets, points, 500, n, echo=lambda m: None)
-    assert sets_for("trainer.max_steps=40") == ["trainer.eval_every=5", "trainer.eval_n=500"]
-    assert sets_for("trainer.max_steps=40", n=300) == ["trainer.eval_every=5", "trainer.eval_n=300"]
-    assert sets_for("trainer.max_steps=3") == ["trainer.eval_every=1", "trainer.eval_n=500"]
-    assert sets_for("trainer.max_steps=40", points=0) == []                       # --fid-points 0: off
-    assert sets_for("trainer.max_steps=40", "trainer.eval_every=7") == []         # the user's own choice stands
-    assert sets_for("trainer.max_steps=40", "trainer.eval_n=64") == ["trainer.eval_every=5"]
-    # a minute budget: the step time is measured on the model itself, then the FIDs are spread over it
-    cfg = model_config("toy", sets=MNIST_SETS)
-    seconds = step_seconds(cfg, budget_seconds=0.2)
-    assert 0 < seconds < 60
-    (every,) = [s for s in sets_for("trainer.max_minutes=1", "trainer.max_steps=null") if "eval_every" in s]
-    assert int(every.split("=")[1]) >= 1
+def test_periodic_fid_plan_takes_fewer_samples_then_fewer_points_then_none():
+    from zoo.fid_budget import FidCost, plan_fid
+    cost = FidCost(fixed=1.0, per_image=0.01, min_n=256)  # 500 samples: 6 s; 256: 3.56 s
+    plan = lambda seconds, steps=1000, points=8: plan_fid(cost, train_seconds=seconds, steps=steps, points=points,
+                                                          n_max=500)
+    p = plan(400)  # 100 s for FIDs: all 8 points of 500 samples
+    assert (p.points, p.n, p.every) == (8, 500, 125) and p.points * p.seconds <= 0.25 * 400
+    p = plan(80)  # 20 s: 3 points of 500
+    assert (p.points, p.n) == (3, 500) and p.points * p.seconds <= 20
+    p = plan(48)  # 12 s: 500 samples give 2 points, so fewer samples for 3 points (3 s + 1 s each)
+    assert (p.points, p.n) == (3, 300) and p.points * p.seconds <= 12
+    p = plan(40)  # 10 s: 3 points would need fewer than 256 samples (2 x the extractor's 128 features): 2 points
+    assert (p.points, p.n) == (2, 256)
+    p = plan(15)  # 3.75 s: one point, and never below 256 samples (2 x the extractor's 128 features)
+    assert (p.points, p.n) == (1, 256)
+    assert plan(14).points == 0  # 3.5 s: not even one
+    assert plan(400, steps=5).points == 5 and plan(400, steps=5).every == 1
+    assert plan(400, points=0).points == 0
+    assert plan_fid(cost, train_seconds=400, steps=1000, points=8, n_max=500, share=0.5).points == 8
+
+
+def test_the_users_own_periodic_fid_stands(toy):
+    from zoo.compare import Entry, periodic_fid_sets
+    said = []
+    cfg = model_config("toy", sets=MNIST_SETS + ["trainer.max_steps=40", "trainer.eval_every=7"])
+    sets = ["trainer.eval_every=7"]
+    assert periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), sets, 8, 500, 1000, echo=said.append) == []
+    assert said == ["[compare] toy: periodic FID as --set (trainer.eval_every=7), not bounded by --fid-share"]
+    assert periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), [], 0, 500, 1000, echo=said.append) == []
+
+
+def _timed_lines(proc):
+    """Each stderr line of a running process with the time it arrived."""
+    import time
+    lines = []
+    for line in proc.stderr:
+        lines.append((time.monotonic(), line.rstrip("\n")))
+    return lines
+
+
+def _duration_s(text: str) -> float:
+    import re
+    value, unit = re.search(r"in ([\d.]+) (s|min|h)\b", text).groups()
+    return float(value) * {"s": 1, "min": 60, "h": 3600}[unit]
+
+
+@pytest.mark.slow
+def test_a_short_budget_keeps_the_periodic_fid_to_its_share_and_lines_keep_coming(tmp_path):
+    """--budget-minutes 0.07 (4.2 s a model): the AE's FIDs fit in 25% of it, the DDPM's do not (none), each
+    model's training ends within budget + 25% + a stated overhead, and a line comes at least every ~1 s
+    (trainer.progress_seconds) through the FIDs and the scoring -- before, a tiny DDPM took 8 FIDs of 300
+    samples (a minute) for a 3-second budget, silently."""
+    import re
+    import time
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "compare", "ae", "ddpm", "--preset", "tiny",
+                             "--budget-minutes", "0.07", "-n", "300", "--out", str(out), *SETS,
+                             "--set", "trainer.progress_seconds=1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=zoo_env())
+    lines = _timed_lines(proc)
+    proc.wait(timeout=300)
+    wall = time.monotonic() - start
+    err = "\n".join(text for _, text in lines)
+    assert proc.returncode == 0, err
+    (ae_plan,) = [t for _, t in lines if t.startswith("[compare] ae: FID of ")]
+    share = int(re.search(r"each: (\d+)% of about", ae_plan).group(1))
+    assert 0 < share <= 25 and "at most 25% by --fid-share" in ae_plan, ae_plan
+    assert "[compare] ddpm: no periodic FID: one of 256 samples takes about" in err
+    assert "more than 25% (--fid-share)" in err and "the last checkpoint is ranked" in err
+    ae_evals = [json.loads(r) for r in (out / "runs" / "ae" / "metrics.jsonl").read_text().splitlines() if '"fid"' in r]
+    assert ae_evals and ae_evals[-1]["eval_seconds"] <= 0.25 * 4.2 * 1.5, ae_evals
+    assert not [r for r in (out / "runs" / "ddpm" / "metrics.jsonl").read_text().splitlines() if '"fid"' in r]
+    for model in ("ae", "ddpm"):
+        (trained,) = [t for _, t in lines if re.match(rf"\[compare\] {model} \(\d/2\): trained \d+ steps in", t)]
+        assert _duration_s(trained) <= 4.2 * 1.25 + 20, trained  # budget + FID share + probes, set-up, final grid
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(lines)]
+    assert max(gaps) < 6, [(round(g, 1), t) for g, (_, t) in zip(gaps, lines[1:]) if g >= 6]
+    assert any("scoring ddpm: sampling 300 images from its last checkpoint" in t and "so far" in t for _, t in lines)
+    assert wall < 150, wall
+
+
+@pytest.mark.slow
+def test_an_interrupted_compare_says_once_how_to_continue(tmp_path):
+    """Ctrl-C while a model trains: the trainer's own "Resume with: zoo train --resume ..." is not printed
+    next to compare's "run the same command again"; the same command then resumes the run."""
+    import signal
+    import time
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "zoo", "compare", "ae", "--preset", "tiny", "--steps", "1000000", "--fid-points", "0",
+           "--out", str(out), *SETS]
+    env = zoo_env()
+    for attempt in ("first", "again"):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        metrics_file, deadline = out / "runs" / "ae" / "metrics.jsonl", time.monotonic() + 120
+        rows_before = len(metrics_file.read_text().splitlines()) if metrics_file.exists() else 0
+        while time.monotonic() < deadline and proc.poll() is None and (
+                not metrics_file.exists() or len(metrics_file.read_text().splitlines()) <= rows_before):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "Resume with" not in err and "zoo train --resume" not in err, err
+        said = [line for line in err.splitlines() if "run the same command again" in line]
+        assert len(said) == 1 and said[0] == err.strip().splitlines()[-1], err
+        assert said[0].startswith("error: interrupted while training ae: run the same command again to continue")
+        assert "stopped at step" in err and "Traceback" not in err
+        if attempt == "again":
+            assert "[compare] ae (1/1): resuming into" in err, err
 
 
 @pytest.mark.slow

@@ -309,6 +309,26 @@ def test_evaluation_sees_the_model_after_training_as_a_finished_run_would(tmp_pa
     assert best["ema"] is None and bool(best["model"]["density.fitted"]) and best["step"] == 10
 
 
+def test_eval_max_minutes_bounds_the_wall_clock_of_periodic_evaluations(toy, tmp_path, capsys):
+    """Evaluation time is not training time, so a time budget alone does not bound it (zoo compare's
+    periodic FID once took minutes per training step): trainer.eval_max_minutes does."""
+    import time
+
+    def evaluate(model):
+        time.sleep(0.1)
+        return {"fid": 1.0}
+
+    out = tmp_path / "r"
+    zoo.train("toy", out=out, quiet=True, evaluate=evaluate, sets=MNIST_SETS + [
+        "trainer.max_steps=30", "trainer.eval_every=1", "trainer.eval_max_minutes=0.005"])  # 0.3 s: about 3 of 30
+    rows = [row for row in metrics(out) if "fid" in row]
+    assert 2 <= len(rows) <= 4, rows
+    assert rows[-1]["eval_seconds"] <= 0.3 + 0.1 + 0.05 and rows[0]["eval_seconds"] >= 0.1
+    err = capsys.readouterr().err
+    assert err.count("no more periodic evaluations") == 1 and "trainer.eval_max_minutes=0.005" in err
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 30  # training itself goes on
+
+
 @pytest.mark.slow
 def test_trainer_imports_no_evaluation_code():
     code = "import sys, zoo.trainer; sys.exit('zoo.evaluate' in sys.modules)"

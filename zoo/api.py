@@ -88,13 +88,15 @@ def periodic_fid(cfg: Config):
 
 
 def train(model: str | None = None, *, preset: str | None = None, config_file=None, sets=(), out=None,
-          resume: bool = False, force: bool = False, quiet: bool = True, overrides=None, evaluate=None):
+          resume: bool = False, force: bool = False, quiet: bool = True, overrides=None, evaluate=None,
+          resume_hint: bool = True):
     """Train ``model`` (or resume the run in ``out``); returns a ``RunResult``.
 
     ``quiet=False`` prints the header and progress (zoo/progress.py: a bar at a terminal, else lines on
     stdout). ``evaluate(model) -> {"metric": value}`` is called every ``trainer.eval_every`` steps (default:
     the quick FID, :func:`periodic_fid`). An interrupted run's result has ``status="interrupted"`` and the
-    command that resumes it in ``resume``.
+    command that resumes it in ``resume``; ``resume_hint=False``: an interrupt prints no ``zoo train --resume``
+    command (the caller says how to go on).
 
     >>> zoo.train("vae", preset="tiny", sets=["trainer.max_steps=100"], out="runs/vae")
     """
@@ -115,7 +117,8 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
     if evaluate is None and cfg.trainer.eval_every:
         evaluate = periodic_fid(cfg)
     from .trainer import fit  # torch: the arguments and the config are checked
-    return fit(cfg, out, resume=resume, force=force, quiet=bool(quiet), evaluate=evaluate)
+    return fit(cfg, out, resume=resume, force=force, quiet=bool(quiet), evaluate=evaluate,
+               resume_hint=resume_hint)
 
 
 def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "last.pt", device="cpu"):

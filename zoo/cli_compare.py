@@ -97,10 +97,14 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
 @click.option("--sampler", help="Shortcut for --option sampler=NAME.")
 @click.option("--sample-steps", help="Shortcut for --option steps=N (--steps is the training budget).")
 @click.option("--fid-points", type=click.IntRange(0), default=8, show_default=True,
-              help="Cheap FIDs during each training run (its curve; the best checkpoint is ranked); 0 turns "
-                   "periodic FID off and ranks the last checkpoint.")
+              help="Cheap FIDs during each training run, at most (its curve; the best checkpoint is ranked); 0 "
+                   "turns periodic FID off and ranks the last checkpoint.")
 @click.option("--fid-n", type=click.IntRange(2), default=500, show_default=True,
-              help="Samples per periodic FID (at most -n).")
+              help="Samples per periodic FID, at most (and at most -n; a short run takes fewer, never below 2 x "
+                   "the extractor's feature dimension).")
+@click.option("--fid-share", type=click.FloatRange(min=0), default=0.25, show_default=True,
+              help="The periodic FID takes at most this fraction of each run's training time, planned from the "
+                   "measured step and FID times (fewer points or samples on a short run, none if one does not fit).")
 @click.option("--nll", is_flag=True, help="Also bits/dim of held-out images, for models with a likelihood "
               "(— for the others).")
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
@@ -115,7 +119,8 @@ def compare_cmd(items, out, **opts):
     \b
     Items are model names (trained into OUT/runs/NAME with the same budget) or existing
     run directories. Every name, preset, --set and --option is checked before anything
-    trains. During training a cheap FID is taken --fid-points times per run; each model
+    trains. During training a cheap FID is taken up to --fid-points times per run, in at
+    most --fid-share of its training time (the plan is printed); each model
     is ranked at its best checkpoint by that FID (as StudioGAN does), and its last
     checkpoint's FID is shown next to it. Writes leaderboard.md/.csv/.json, samples.png,
     curves.png (FID against time for every model, one loss panel per model),
@@ -170,4 +175,4 @@ def _compare_spec(opts: dict):
                        device=opts["device"], options=options, title=opts["title"],
                        reference=refs[0] if refs else None, extra_references=tuple(refs[1:]), nll=nll, nll_n=nll_n,
                        nll_options=parse_options(nll_items, "--nll-option"), fid_points=opts["fid_points"],
-                       fid_n=opts["fid_n"])
+                       fid_n=opts["fid_n"], fid_share=opts["fid_share"])

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .compare_plan import FID_N, FID_POINTS, MARKER, Entry, Interrupted, ModelsFailed, budget_sets, plan
+from .compare_progress import Heartbeat
 from .compare_score import finish_training, score_all
 from .compare_train import periodic_fid_sets, step_seconds, train_all
 from .specs import CompareSpec
@@ -44,7 +45,9 @@ def compare(items, out, spec: CompareSpec | None = None, *, echo=print, **settin
     ``spec`` / ``settings``: a :class:`~zoo.specs.CompareSpec` and any of its fields to change (``options``:
     sampling options forwarded to every model that declares them; ``sample_options``: ``{label or model
     name: {...}}`` for single models; ``fid_points``: about this many cheap periodic FIDs (``fid_n``
-    samples each) per trained run, 0 turns them off (then the last checkpoint is ranked);
+    samples each) per trained run, taking at most ``fid_share`` of its training time (:mod:`zoo.fid_budget`),
+    0 turns them off (then the last checkpoint is ranked); while it works, a line is printed at least every
+    ``trainer.progress_seconds`` (:mod:`zoo.compare_progress`);
     ``score_last=False`` skips the last checkpoint's FID when a best one is ranked (half the sampling);
     ``nll``: also bits/dim (models with ``log_likelihood``)). Rows with an ``error`` are failures; see
     ``leaderboard.json``.
@@ -53,9 +56,14 @@ def compare(items, out, spec: CompareSpec | None = None, *, echo=print, **settin
     s = CompareSpec.of(spec, settings)
     entries = plan(items, out, s)
     t0 = time.time()
-    errors = train_all(entries, sets=s.sets, budget_minutes=s.budget_minutes, n=s.n, fid_points=s.fid_points,
-                       fid_n=s.fid_n, quiet=s.quiet, echo=echo)
-    rows = score_all(entries, errors, s, echo)
+    with Heartbeat(echo, min(float(e.cfg.trainer.progress_seconds) for e in entries)) as beat:
+        errors = train_all(entries, sets=s.sets, budget_minutes=s.budget_minutes, n=s.n, fid_points=s.fid_points,
+                           fid_n=s.fid_n, quiet=s.quiet, echo=beat)
+        try:
+            rows = score_all(entries, errors, s, beat)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted while scoring: run the same command again to score (the trained runs "
+                              "are reused)") from None
     return write_reports(rows, Path(out), s.title, _context(rows, Path(out), s, time.time() - t0))
 
 
@@ -76,9 +84,10 @@ def _context(rows: list, out: Path, s: CompareSpec, seconds: float) -> dict:
             "samples per model": s.n, "extractor": ", ".join(sorted({r.extractor for r in rows if r.extractor}))
             or s.extractor or "-",
             "seed": s.seed,
-            "checkpoint ranked": ("the best by periodic FID where a run logged one (runs trained here: "
-                                  f"{s.fid_points} points, {min(s.fid_n, s.n)} samples each, the data's default "
-                                  "extractor), else the last; 'FID last' is the last checkpoint's")
+            "checkpoint ranked": ("the best by periodic FID where a run logged one (runs trained here: up to "
+                                  f"{s.fid_points} points of up to {min(s.fid_n, s.n)} samples, taking at most "
+                                  f"{s.fid_share:.0%} of the training time, the data's default extractor), else "
+                                  "the last; 'FID last' is the last checkpoint's")
             if s.fid_points else "the best by periodic FID where a run logged one, else the last (periodic FID "
                                  "off for runs trained here)",
             **{k: "; ".join(sorted(v)) or "-" for k, v in refs.items()},

@@ -94,8 +94,9 @@ def plan(items, out, spec: CompareSpec | None = None, **settings) -> list[Entry]
             reference_for_config(e.cfg, ref)
     if s.nll_options:
         _assign_nll_options(entries, s.nll_options)
-    if s.fid_points < 0 or s.fid_n < 2:
-        raise ZooError(f"periodic FID needs --fid-points >= 0 and --fid-n >= 2, got {s.fid_points} and {s.fid_n}")
+    if s.fid_points < 0 or s.fid_n < 2 or s.fid_share < 0:
+        raise ZooError(f"periodic FID needs --fid-points >= 0, --fid-n >= 2 and --fid-share >= 0, got {s.fid_points}, "
+                       f"{s.fid_n} and {s.fid_share}")
     return entries
 
 
@@ -124,7 +125,8 @@ def _entry(item: str, out: Path, s: CompareSpec) -> Entry:
     complete_data_config(cfg)
     reg.dataset(cfg.data.name)
     run = out / "runs" / item
-    settings = {"model": item, "preset": chosen, "sets": sets, "fid_points": s.fid_points, "fid_n": s.fid_n}
+    settings = {"model": item, "preset": chosen, "sets": sets, "fid_points": s.fid_points, "fid_n": s.fid_n,
+                "fid_share": s.fid_share}
     return Entry(item, item, run, cfg, _action(run, settings), chosen, settings=settings)
 
 

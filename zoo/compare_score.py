@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .compare_plan import Entry
+from .compare_progress import doing, now_doing
 from .compare_report import Row
 from .compare_train import _duration, _one_line
 from .errors import ZooError
@@ -35,7 +36,8 @@ def score_all(entries: list[Entry], errors: dict, spec: CompareSpec, echo=print)
         if not row.error:
             t0 = time.time()
             try:
-                _score(e, row, spec, echo)
+                with doing(echo, f"scoring {e.label}"):
+                    _score(e, row, spec, echo)
                 last = f", last {row.get('fid_last'):.2f}" if row.get("fid_last") is not None and \
                     row.get("best_step") is not None else ""
                 echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row.get('fid'):.2f}{last} "
@@ -77,10 +79,13 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
     scoring = EvalSpec(metrics=spec.metrics, seed=seed, extractor=spec.extractor, device=dev)
     fid_only = replace(scoring, metrics=("fid",))
     t0 = time.perf_counter()
+    now_doing(echo, f"scoring {e.label}: sampling {n} images from its {'best' if ranked is not last else 'last'} "
+                    f"checkpoint")
     images = api.sample_images(ranked, n, seed=seed, **e.options)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     v["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
+    now_doing(echo, f"scoring {e.label}: features and metrics of {n} images")
     scores = evaluate_images(images, ref, scoring)
     v.update({k: val for k, val in scores.items() if k in result_keys()})
     row.extractor, row.reference = scores.get("extractor"), scores["reference"]
@@ -89,18 +94,21 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
         v[f"fid_{extra_spec}"] = extra["fid"]
         row.references[extra_spec] = extra["reference"]
     if ranked is not last and spec.score_last:
+        now_doing(echo, f"scoring {e.label}: sampling {n} images from its last checkpoint")
         last_images = api.sample_images(last, n, seed=seed, **e.options)
         v["fid_last"] = evaluate_images(last_images, ref, fid_only)["fid"]
     else:
         v["fid_last"] = v["fid"] if ranked is last else None
     if spec.nll:
         from .evaluate import evaluate
+        now_doing(echo, f"scoring {e.label}: likelihood of held-out images")
         got = evaluate(ranked, None, metrics=(), nll=True, nll_n=spec.nll_n, nll_options=e.nll_options, seed=seed)
         v.update({s.key: got.get(s.key) for s in registered()["nll"].scores})
         v["nll_options"] = dict(e.nll_options)
     row.grid, row.run = images[:64], str(e.run)
     try:
         from .memorisation import nearest_training_images
+        now_doing(echo, f"scoring {e.label}: nearest training images")
         row.neighbours = nearest_training_images(images[:NEAREST_SHOWN], cfg, extractor=spec.extractor, device=dev)
         v["nearest"] = {k: row.neighbours[k] for k in ("indices", "distances", "typical_distance", "searched")}
     except Exception as ex:  # noqa: BLE001 - the check is extra: its failure never costs the row

@@ -273,6 +273,9 @@ BASE: dict = {
         "eval_every": Key(None, "steps between quick FIDs (logged as fid, best.pt keeps the best); null: off",
                           type=int, ge=1),
         "eval_n": Key(1000, "samples per quick FID (trainer.eval_every)", ge=2),
+        "eval_max_minutes": Key(None, "wall-clock minutes all periodic evaluations of a run may take (their time "
+                                "is not training time): none starts once the rest would not cover the last one; "
+                                "null: no bound", type=float, gt=0),
         "lr_schedule": Key("constant", "learning-rate decay after warm-up, over the budget (trainer.max_steps or "
                            "max_epochs, else max_minutes by time used: not bitwise-resumable)",
                            choices=("constant", "cosine", "linear")),

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-FID_POINTS = 8          # zoo compare: periodic FID evaluations per run (about)
-FID_N = 500             # samples per periodic FID (>= 2 x the mnist extractor's 128 features)
+FID_POINTS = 8          # zoo compare: periodic FID evaluations per run (at most; fewer where FID_SHARE does not afford them)
+FID_N = 500             # samples per periodic FID (at most; never fewer than 2 x the extractor's features, e.g. 256)
+FID_SHARE = 0.25        # zoo compare: the periodic FID takes at most this share of each run's training time
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class CompareSpec:
 
     Training: ``budget_minutes`` or ``steps`` per model, ``preset`` for every model and ``presets``
     (``{model: preset}``) for single ones, ``sets`` (``--set`` overrides for every model), ``fid_points``
-    cheap periodic FIDs of ``fid_n`` samples per trained run (0: off, the last checkpoint is ranked),
+    cheap periodic FIDs of up to ``fid_n`` samples per trained run taking at most ``fid_share`` of its training
+    time (0 points: off, the last checkpoint is ranked),
     ``quiet``. Scoring: ``n`` samples per model with ``seed``, ``extractor``, ``metrics`` (None: the
     default ones; fid is required), ``reference`` and ``extra_references`` (one FID column each),
     ``options`` (sampling options for every model that declares them) and ``sample_options``
@@ -65,6 +67,7 @@ class CompareSpec:
     sets: tuple = ()
     fid_points: int = FID_POINTS
     fid_n: int = FID_N
+    fid_share: float = FID_SHARE
     quiet: bool = True
     n: int = 10000
     seed: int = 0

@@ -81,14 +81,16 @@ class RunResult:
 
 # --- the loop -------------------------------------------------------------------------------------------
 def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool = False, quiet: bool = False,
-        evaluate: Evaluate | None = None) -> RunResult:
+        evaluate: Evaluate | None = None, resume_hint: bool = True) -> RunResult:
     """Train ``cfg.model_name`` with config ``cfg`` into ``out_dir`` (see the module docstring).
 
     ``resume``: continue from ``out_dir/checkpoints/last.pt``; ``force``: overwrite a non-empty
     ``out_dir``; ``quiet``: no header or progress (warnings still print); ``evaluate``: the
-    callback run every ``trainer.eval_every`` steps (:data:`Evaluate`).
+    callback run every ``trainer.eval_every`` steps (:data:`Evaluate`); ``resume_hint=False``: a second
+    Ctrl-C does not print the ``zoo train --resume`` command (a caller such as ``zoo compare`` says how to go on).
     """
     run = Run(cfg, Path(out_dir), resume=resume, force=force, quiet=quiet, evaluate=evaluate)
+    run.resume_hint = resume_hint
     try:
         run.open()
         with Interrupts(run.progress.say if run.ddp.main else None) as stop:
@@ -110,6 +112,8 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
 
 class Run:
     """One training run's state and the pieces of the loop (read :func:`fit` first)."""
+
+    resume_hint = True  # print the resume command after an interrupt
 
     # --- set-up: everything is built and checked before the run directory exists ----------------------
     def __init__(self, cfg: Config, out_dir: Path, *, resume: bool, force: bool, quiet: bool,
@@ -143,6 +147,7 @@ class Run:
         self.batches = Batches(len(self.data), int(t.batch_size), int(cfg.seed), self.device, self.ddp.rank,
                                self.ddp.world)
         self.step, self.train_seconds, self.skipped, self.saved_step = 0, 0.0, 0, None
+        self.eval_seconds, self.eval_last, self.eval_capped = 0.0, 0.0, False  # periodic evaluations' wall clock
         self.best: dict | None = None  # {"metric": name, "value": v, "step": s} of checkpoints/best.pt
         self.build_optimization()
         self.ema = EMA.from_config(self.model, cfg.ema) if cfg.ema.enabled else None
@@ -279,6 +284,7 @@ class Run:
                              schedulers=self.schedulers, scalers=self.scalers)
         self.batches.load(ckpt["loader"])
         self.step, self.train_seconds, self.skipped = int(ckpt["step"]), float(ckpt["train_seconds"]), int(ckpt["skipped"])
+        self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
         self.saved_step = self.step
         self.best = ckpt.get("best") or ({"metric": "fid", "value": ckpt["best_fid"]}
                                          if ckpt.get("best_fid") is not None else None)
@@ -395,7 +401,7 @@ class Run:
         t, step = self.t, self.step
         if self.ddp.main and t.sample_every and step % int(t.sample_every) == 0:
             self.write_grid(self.out_dir / "samples" / f"step-{step:06d}.png")
-        if t.eval_every and step % int(t.eval_every) == 0 and self.ddp.main:
+        if t.eval_every and step % int(t.eval_every) == 0 and self.ddp.main and self.evaluation_fits():
             self.run_evaluation()
         if t.checkpoint_every and step % int(t.checkpoint_every) == 0:
             self.save()
@@ -446,8 +452,23 @@ class Run:
                    else f"trainer.grid_seconds={self.t.grid_seconds:g} reached")
             self.progress.say(f"{path.name}: {len(images)} of {asked} images ({why})")
 
+    def evaluation_fits(self) -> bool:
+        """Whether ``trainer.eval_max_minutes`` (the wall clock all periodic evaluations may take; their time
+        is not training time) leaves room for one more as long as the last one. Says once when it does not."""
+        cap = self.t.eval_max_minutes
+        if cap is None or float(cap) * 60 - self.eval_seconds >= self.eval_last:
+            return True
+        if not self.eval_capped:
+            self.eval_capped = True
+            self.progress.say(f"{self.cfg.model_name}: no more periodic evaluations from step {self.step} on: they "
+                              f"took {self.eval_seconds:.0f} s of the {float(cap) * 60:.0f} s allowed "
+                              f"(trainer.eval_max_minutes={float(cap):g})")
+        return False
+
     def run_evaluation(self) -> None:
-        """The caller's evaluation callback on the sampling model; a metrics row; best.pt by its first key."""
+        """The caller's evaluation callback on the sampling model; a metrics row (with ``eval_seconds``, the
+        wall clock of the periodic evaluations so far); best.pt by its first key."""
+        start = time.perf_counter()
         with self.sampling() as m:
             if fits_after_training(m):  # e.g. the AE's latent density:
                 m.after_training(self.one_pass())  # score what a run finished here would sample
@@ -456,7 +477,10 @@ class Run:
                 isinstance(v, (int, float)) for v in results.values()):
             raise ZooError(f"the evaluate callback must return a non-empty dict of numbers, got {results!r}")
         results = {k: float(v) for k, v in results.items()}
-        self.runlog.row({"step": self.step, "time": round(self.train_seconds, 3), **results})
+        self.eval_last = time.perf_counter() - start
+        self.eval_seconds += self.eval_last
+        self.runlog.row({"step": self.step, "time": round(self.train_seconds, 3), **results,
+                         "eval_seconds": round(self.eval_seconds, 3)})
         metric = next(iter(results))
         if self.best is None or self.best["metric"] != metric or results[metric] < self.best["value"]:
             self.best = {"metric": metric, "value": results[metric], "step": self.step}
@@ -474,6 +498,7 @@ class Run:
             "rng": checkpoint.rng_state(), "loader": self.batches.state(),
             "accum": {k: v.detach().cpu() for k, v in self.accum.items()}, "accum_n": self.accum_n,
             "train_seconds": self.train_seconds, "skipped": self.skipped, "best": self.best,
+            "eval_seconds": self.eval_seconds,
         }
 
     def save_file(self, path: Path) -> None:
@@ -539,8 +564,8 @@ class Run:
         if self.saved_step is None:
             self.progress.say("stopped at once; no checkpoint was written yet (nothing to resume)")
         else:
-            self.progress.say(f"stopped at once; checkpoints/last.pt from step {self.saved_step} is kept. "
-                              f"Resume with: {self.resume_command()}")
+            self.progress.say(f"stopped at once; checkpoints/last.pt from step {self.saved_step} is kept."
+                              + (f" Resume with: {self.resume_command()}" if self.resume_hint else ""))
 
     def close(self) -> None:
         self.progress.close()
