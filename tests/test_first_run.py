@@ -183,7 +183,7 @@ def test_first_train_downloads_cifar10(tmp_path, server):
     assert p.returncode == 0, p.stderr
     root = tmp_path / "home" / ".cache" / "zoo" / "data"
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
-    assert "6 images" in p.stderr  # the 8 served test images minus 2 held out
+    assert "6 images" in p.stdout  # the header (stdout when piped): the 8 served test images minus 2 held out
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 

@@ -40,11 +40,11 @@ def env(tmp_path_factory):
     (["train", "ddpm", "--set", "trainer.lr=abc"], "trainer.lr in --set expects float > 0"),
     (["train", "vae", "--set", "model.latnt=8"], "unknown config key 'model.latnt' in --set"),
     (["show-config", "ddpm", "--set", "model.dim=0"], "model.dim=0 (in --set) must be >= 1"),
-    (["sample", "missing-dir", "-o", "grid.png"], "'missing-dir' is not a zoo run directory"),
-    (["eval", "missing-dir"], "'missing-dir' is not a zoo run directory"),
+    (["sample", "missing-dir", "-o", "grid.png"], "run directory 'missing-dir' does not exist"),
+    (["eval", "missing-dir"], "run directory 'missing-dir' does not exist"),
     (["eval", "--images", "missing.npz"], "'missing.npz' does not exist"),
     (["eval", "--images", "missing.npz", "--metrics", "fdi"], "does not exist"),
-    (["train", "--resume", "--out", "missing-dir"], "'missing-dir' is not a zoo run directory"),
+    (["train", "--resume", "--out", "missing-dir"], "run directory 'missing-dir' does not exist"),
 ])
 def test_bad_input_is_one_line_and_imports_no_torch(env, tmp_path, args, says):
     code, torch_line, stderr = zoo(*args, env=env, cwd=tmp_path)
