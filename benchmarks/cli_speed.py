@@ -2,7 +2,8 @@
 
 Targets on a 2-core CPU machine: `zoo --help` and `zoo COMMAND --help` under 0.5 s; `zoo list` under 2 s
 once its index is built; a command with bad input (a missing -c file or run directory, an unknown model, a bad
---set value) fails in one line in under 0.5 s (issue 22.6: checked before torch loads). Each command runs as a fresh process through the installed `zoo` console script;
+--set value) fails in one line in under 0.5 s (issue 22.6: checked before torch loads). Each command runs as a
+fresh process through the installed `zoo` console script;
 the reported time is the median (and min) of ``--repeat`` runs after one untimed warm-up run (so the OS file
 cache is warm, as it is for a user's second command). Also measured, for context: the Python interpreter
 alone, `import zoo`, `import torch`, the first `zoo list` with an empty index (it imports torch and every
@@ -28,12 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
 HELP_TARGET, LIST_TARGET = 0.5, 2.0
 COMMANDS = ["list", "plugins", "train", "sample", "eval", "eval-net", "compare", "show-config"]
-BAD_INPUT = [["train", "ddpm", "-c", "missing.yaml"], ["train", "nosuchmodel"], ["train", "ddpm", "--set", "trainer.lr=abc"],
+BAD_INPUT = [["train", "ddpm", "-c", "missing.yaml"], ["train", "nosuchmodel"],
+             ["train", "ddpm", "--set", "trainer.lr=abc"],
              ["sample", "missing-dir", "-o", "x.png"], ["eval", "--images", "missing.npz"],
              ["compare", "vae", "--budget-minutes", "-1", "-o", "x"]]
 

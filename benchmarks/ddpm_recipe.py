@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name
 
 DATA = ["data.split=test", "data.holdout=1000"]
 METRICS = ("fid", "is_mean", "precision", "recall", "modes", "class_kl", "mean_confidence")
@@ -100,7 +100,8 @@ def one(label: str, sets: list[str], args, out: Path) -> dict:
     if code == 0:
         t1 = time.time()
         res = subprocess.run(zoo + ["eval", str(run_dir), "-n", str(args.n), "--reference", "holdout", "--json",
-                                    "--metrics", "fid,is,prc,modes", *[a for o in args.option for a in ("--option", o)]],
+                                    "--metrics", "fid,is,prc,modes",
+                                    *[a for o in args.option for a in ("--option", o)]],
                              env=env, capture_output=True, text=True)
         with open(log, "a") as f:
             f.write(res.stderr)
@@ -219,7 +220,8 @@ def write_table(args, out: Path, results: Path) -> None:
     cpu = cpu_name()
     lines = [f"# DDPM recipe ablations: {args.unet} U-Net, grid `{args.grid}`", "",
              f"- command: `python {' '.join(sys.argv)}`",
-             f"- CPU: {cpu}, {args.parallel} runs at a time x {args.threads} torch thread(s); torch {torch.__version__}; "
+             f"- CPU: {cpu}, {args.parallel} runs at a time x {args.threads} torch thread(s); "
+             f"torch {torch.__version__}; "
              f"date {time.strftime('%Y-%m-%d')}",
              f"- budget: {args.minutes} min of training per variant; FID of {args.n} samples (mnist extractor) against "
              f"the 1,000 held-out MNIST test digits; eval options: {' '.join(args.option) or 'model defaults'}",
@@ -227,7 +229,7 @@ def write_table(args, out: Path, results: Path) -> None:
              "| variant | change | FID ↓ | IS ↑ | precision | recall | modes | class KL | steps | final loss |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        f = lambda k, d=2: "—" if r.get(k) is None else f"{r[k]:.{d}f}"  # noqa: E731
+        f = lambda k, d=2, r=r: "—" if r.get(k) is None else f"{r[k]:.{d}f}"  # noqa: E731
         lines.append(f"| {r['label']} | `{' '.join(r['sets']) or 'base'}` | {f('fid')} | {f('is_mean')} | "
                      f"{f('precision', 3)} | {f('recall', 3)} | {r.get('modes') or '—'} | {f('class_kl', 3)} | "
                      f"{r.get('steps') or '—'} | {f('final_loss', 4)} |")

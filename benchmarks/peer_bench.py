@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name
 
 PEERS = {"diffusers": "diffusers", "denoising_diffusion_pytorch": "denoising-diffusion-pytorch",
          "ema_pytorch": "ema-pytorch"}

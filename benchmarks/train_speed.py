@@ -47,8 +47,9 @@ def run_one(name: str, preset, sets: list[str], steps: int, log_every: int) -> d
     import zoo
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = zoo.train(name, preset=preset, sets=sets + [f"trainer.max_steps={steps}", f"trainer.log_every={log_every}",
-                                              "trainer.sample_every=0", "trainer.checkpoint_every=0"],
+        result = zoo.train(name, preset=preset, sets=sets + [f"trainer.max_steps={steps}",
+                                                             f"trainer.log_every={log_every}",
+                                                             "trainer.sample_every=0", "trainer.checkpoint_every=0"],
                            out=Path(tmp) / "run", quiet=True)
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +87,8 @@ def main() -> None:
                 sets = base + [f"trainer.compile={str(compiled).lower()}"]
                 r = run_one(name, args.preset, sets, args.steps, args.log_every)
                 tflops = r["images_per_s"] * flops / 1e12
-                row = {"model": name, "preset": args.preset, "sets": args.sets, "batch_size": batch, "device": device_name,
+                row = {"model": name, "preset": args.preset, "sets": args.sets, "batch_size": batch,
+                       "device": device_name,
                        "precision": args.precision, "compile": compiled, "steps": args.steps,
                        "images_per_s": round(r["images_per_s"], 1), "gflop_per_image": round(flops / 1e9, 3),
                        "tflops": round(tflops, 3),

@@ -515,7 +515,8 @@ class DDPM(ZooModel):
                             choices=VARIANCES),
             "clip_x0": Key(True, "clip the predicted x0 to [-1, 1] while sampling"),
             "sampler": Key("ddim", "default sampler (sample grids, zoo sample/eval/compare)", choices=SAMPLERS),
-            "sample_steps": Key(100, "default steps of the ddim sampler (ddpm: all T unless given; dpm++: model.dpm_steps)", ge=1),
+            "sample_steps": Key(100, "default steps of the ddim sampler (ddpm: all T unless given; "
+                                     "dpm++: model.dpm_steps)", ge=1),
             "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
             "compile_sampler": Key(False, "torch.compile the network for sampling"),

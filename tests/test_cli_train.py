@@ -145,7 +145,8 @@ def test_ctrl_c_in_the_last_step_is_still_an_interrupt(site, tmp_path):
     assert r.returncode == 130, r.stdout + r.stderr
     assert "samples.png skipped (interrupted); the checkpoint is saved" in r.stdout
     assert "finished" not in r.stdout and "Traceback" not in r.stderr
-    assert r.stdout.splitlines()[-1] == (f"interrupted: 40 steps in {r.stdout.split(' steps in ')[-1].split('s ->')[0]}s"
+    took = r.stdout.split(' steps in ')[-1].split('s ->')[0]
+    assert r.stdout.splitlines()[-1] == (f"interrupted: 40 steps in {took}s"
                                          f" -> {out}; checkpoint saved. Resume with: zoo train --resume --out {out}")
     assert not (out / "samples.png").exists()
     r = zoo(site, "train", "--resume", "--out", out)  # the resume command draws what was skipped

@@ -33,7 +33,8 @@ def one_line_error(stderr: str, *parts):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """ae and gan trained 40 steps (a periodic FID every 5, as --set), plus a run whose checkpoint is broken: it fails."""
+    """ae and gan trained 40 steps (a periodic FID every 5, as --set), plus a run whose checkpoint is broken: it
+    fails."""
     base = tmp_path_factory.mktemp("compare")
     broken = base / "broken"
     (broken / "checkpoints").mkdir(parents=True)
@@ -249,8 +250,9 @@ def test_a_model_that_fails_in_training_is_a_row_and_the_exit_code_is_1(toy, tmp
 def test_periodic_fid_plan_takes_fewer_samples_then_fewer_points_then_none():
     from zoo.fid_budget import FidCost, plan_fid
     cost = FidCost(fixed=1.0, per_image=0.01, min_n=256)  # 500 samples: 6 s; 256: 3.56 s
-    plan = lambda seconds, steps=1000, points=8: plan_fid(cost, train_seconds=seconds, steps=steps, points=points,
-                                                          n_max=500)
+
+    def plan(seconds, steps=1000, points=8):
+        return plan_fid(cost, train_seconds=seconds, steps=steps, points=points, n_max=500)
     p = plan(400)  # 100 s for FIDs: all 8 points of 500 samples
     assert (p.points, p.n, p.every) == (8, 500, 125) and p.points * p.seconds <= 0.25 * 400
     p = plan(80)  # 20 s: 3 points of 500

@@ -304,8 +304,8 @@ def test_torchrun_one_gpu_matches_a_plain_run(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
     cmd = ["train", "ddpm", "--preset", "tiny", *sets]
-    r = subprocess.run([sys.executable, "-m", "zoo", *cmd, "--quiet", "--out", str(plain)], capture_output=True, text=True,
-                       env=env, cwd=REPO, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "zoo", *cmd, "--quiet", "--out", str(plain)],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
                         "-m", "zoo", *cmd, "--out", str(ddp)], capture_output=True, text=True, env=env, cwd=REPO,

@@ -171,11 +171,13 @@ def test_sampling_is_deterministic_given_the_seed_and_batching_keeps_shapes():
 def test_bad_sampling_options_are_clear_errors():
     model = tiny_model()
     g = torch.Generator().manual_seed(0)
-    for options, message in (({"temperature": 0.5}, "has no sampling option 'temperature'.*its options: batch_size, eta"),
+    for options, message in (({"temperature": 0.5},
+                              "has no sampling option 'temperature'.*its options: batch_size, eta"),
                              ({"sampler": "euler"}, "sampler='euler' .*is not one of ddpm, ddim"),
                              ({"steps": 21}, "steps=21 must be between 1 and model.timesteps=20"),
                              ({"sampler": "ddpm", "eta": 0.5}, "eta=0.5 applies to the ddim sampler only"),
-                             ({"eta": -1.0}, r"eta=-1.0 .*must be >= 0"), ({"steps": "many"}, "steps .*expects int >= 1")):
+                             ({"eta": -1.0}, r"eta=-1.0 .*must be >= 0"),
+                             ({"steps": "many"}, "steps .*expects int >= 1")):
         with pytest.raises(ZooError, match=message):
             model.sample(2, g, **options)
 

@@ -160,7 +160,8 @@ def test_images_from_png_folder_and_npz_agree(holdout, tmp_path, cache):
         r = cli("eval", "--images", path, *CLI_DATA, "--metrics", "fid,is,kid", "--cache-dir", cache, "--json")
         assert r.exit_code == 0, r.output
         results.append(json.loads(r.stdout))
-    assert {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "extractor", "n"} <= set(results[0])
+    assert {"fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "extractor",
+            "n"} <= set(results[0])
     assert [r["n"] for r in results] == [300] * 3
     assert results[0]["fid"] == pytest.approx(results[1]["fid"], rel=1e-6)
     assert results[1]["fid"] == pytest.approx(results[2]["fid"], rel=1e-6)
@@ -460,7 +461,8 @@ def test_option_reaches_the_models_declared_sampling_options(temp_run, cache):
     run, _ = temp_run
     fids = {}
     for t in ("0.25", "2"):
-        r = cli("eval", run, "-n", 300, "--metrics", "fid", "--option", f"temperature={t}", "--cache-dir", cache, "--json")
+        r = cli("eval", run, "-n", 300, "--metrics", "fid", "--option", f"temperature={t}", "--cache-dir", cache,
+                "--json")
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout.strip().splitlines()[-1])
         assert out["sample_options"] == {"temperature": float(t)}

@@ -78,7 +78,7 @@ def test_the_extractor_warning_is_one_short_line_once_per_command(capsys):
     from zoo.evaluate import overlap_warning
     with clean_warnings():
         for n in (9000, 10000, 9000):  # the training images, then the whole test split, of two models
-            warnings.warn(overlap_warning("mnist", {"overlap": 9000, "n": n}))
+            warnings.warn(overlap_warning("mnist", {"overlap": 9000, "n": n}), stacklevel=1)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and len(lines[0]) < 200, lines
     assert lines[0] == ("warning: the 'mnist' feature extractor was trained on 9000 of the 9000 reference images, so "

@@ -264,8 +264,9 @@ EXPECTED = {
 def broken_env(tmp_path, monkeypatch, fresh_registry):
     root = toy_dist(tmp_path / "site")
     make_dist(root, "zoo-broken", {"broken-import": "brokenimport", "raising": "raisinghook", "zdupe": "dupeplugin",
-                                   "nosample": "nosample", "typo": "typohook", "halfway": "halfway", "newer": "newerapi",
-                                   "older": "olderapi", "strapi": "strapi", "datasets": "never_imported"}, BROKEN)
+                                   "nosample": "nosample", "typo": "typohook", "halfway": "halfway",
+                                   "newer": "newerapi", "older": "olderapi", "strapi": "strapi",
+                                   "datasets": "never_imported"}, BROKEN)
     monkeypatch.syspath_prepend(str(root))
     registry(reload=True)
     return root

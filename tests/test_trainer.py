@@ -281,7 +281,8 @@ def test_evaluate_callback_rows_and_best_checkpoint(toy, tmp_path):
     zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=30", "trainer.eval_every=10", "ema.enabled=true"],
               evaluate=evaluate)
     rows = [row for row in metrics(out) if "score" in row]
-    assert [(row["step"], row["score"], row["other"]) for row in rows] == [(10, 3.0, 7.0), (20, 1.0, 7.0), (30, 2.0, 7.0)]
+    assert [(row["step"], row["score"], row["other"]) for row in rows] == [(10, 3.0, 7.0), (20, 1.0, 7.0),
+                                                                           (30, 2.0, 7.0)]
     assert seen == [(False, False)] * 3  # eval mode, no autograd
     best = checkpoint.load(out / "checkpoints" / "best.pt")
     assert best["step"] == 20 and best["best"] == {"metric": "score", "value": 1.0, "step": 20}
@@ -352,8 +353,9 @@ def test_lr_schedules():
 
 def test_cosine_schedule_reaches_min_lr_at_the_budget(toy, tmp_path):
     out = tmp_path / "r"
-    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20", "trainer.warmup_steps=5", "trainer.log_every=1",
-                                                  "trainer.lr_schedule=cosine", "trainer.min_lr_ratio=0.1"])
+    zoo.train("toy", out=out, sets=MNIST_SETS + ["trainer.max_steps=20", "trainer.warmup_steps=5",
+                                                  "trainer.log_every=1", "trainer.lr_schedule=cosine",
+                                                  "trainer.min_lr_ratio=0.1"])
     lr = {row["step"]: row["lr"] for row in metrics(out)}
     assert lr[3] == pytest.approx(3e-3 * 0.8) and lr[5] == pytest.approx(3e-3) and lr[20] == pytest.approx(3e-4)
 

@@ -55,8 +55,9 @@ def test_wrong_input_size_or_channels_is_a_clear_error_in_forward(kind):
 
 def test_model_construction_checks_the_configured_image_size_and_levels():
     with pytest.raises(ZooError, match=r"data.image_size=30 does not divide by 8"):
-        zoo.create_model("ddpm", zoo.model_config("ddpm", preset="gpu", sets=["data.image_size=30", "model.dim_mults=[1,2,2,2]",
-                                                                 "model.dim=8", "model.groups=4"]))
+        zoo.create_model("ddpm", zoo.model_config("ddpm", preset="gpu", sets=["data.image_size=30",
+                                                                              "model.dim_mults=[1,2,2,2]",
+                                                                              "model.dim=8", "model.groups=4"]))
     with pytest.raises(ZooError, match=r"attn_resolutions=\[16\]: no level at \[16\].*28x28, 14x14, 7x7"):
         zoo.create_model("ddpm", zoo.model_config("ddpm", preset="gpu", sets=["data.image_size=28", "model.dim=8",
                                                                  "model.groups=4"]))

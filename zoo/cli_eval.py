@@ -30,7 +30,8 @@ def result_table(r: dict) -> str:
 @click.option("--images", "images_path", type=click.Path(),
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
                    "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
-@click.option("-n", "n", type=click.IntRange(2), help="Samples to draw [default: 10000]; with --images, use the first N.")
+@click.option("-n", "n", type=click.IntRange(2),
+              help="Samples to draw [default: 10000]; with --images, use the first N.")
 @metrics_option("Comma-separated: {choices}, or a plugin's; none with --nll for the likelihood alone. "
                 "[default: {default}]")
 @click.option("--extractor", help="Feature extractor: mnist (zoo's MNIST classifier), inception (torch-fidelity's "
@@ -131,7 +132,8 @@ def _eval_settings(run_dir, images_path, opts: dict):
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
     overrides = parse_set(opts["sets"])
     if set(overrides) - {"data"}:
-        raise ZooError(f"zoo eval --set only changes data.* settings, got {', '.join(sorted(set(overrides) - {'data'}))}")
+        raise ZooError("zoo eval --set only changes data.* settings, "
+                       f"got {', '.join(sorted(set(overrides) - {'data'}))}")
     name, weights = _extractor_choice(opts["extractor"], opts["inception_weights"], opts["mnist_weights"])
     options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
                             steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]))

@@ -64,7 +64,7 @@ class Heartbeat:
             what, since = self._stages[-1]
             try:
                 text = what() if callable(what) else what
-            except Exception:  # noqa: BLE001, S112 - a status that cannot be read now is said next time
+            except Exception:  # noqa: BLE001 - a status that cannot be read now is said next time
                 continue
             self(f"[compare] {text} ({human_seconds(time.monotonic() - since)} so far)")
 

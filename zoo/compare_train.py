@@ -1,6 +1,7 @@
 """`zoo compare`, stage 2: training -- each model trains into ``OUT/runs/NAME`` with the same budget and,
 by default, a cheap periodic FID (``trainer.eval_every`` / ``trainer.eval_n``: up to ``fid_points``
-evaluations per run, taking at most ``fid_share`` of its training time, :mod:`zoo.fid_budget`), so the trainer keeps ``checkpoints/best.pt`` by FID and the FID-against-time curve
+evaluations per run, taking at most ``fid_share`` of its training time, :mod:`zoo.fid_budget`), so the trainer
+keeps ``checkpoints/best.pt`` by FID and the FID-against-time curve
 is filled for every model. A line is printed as each model starts and ends, with an ETA. Runs already
 finished are reused; interrupted ones are resumed.
 """
@@ -97,8 +98,8 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
-        f"{seconds / 3600:.1f} h"
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 90 else \
+        f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10000, fid_points=FID_POINTS,
@@ -112,7 +113,8 @@ def train_all(entries: list[Entry], *, sets=(), budget_minutes=None, n: int = 10
             echo(f"[compare] {e.label}: already trained in {e.run}")
     if todo and budget_minutes is not None:
         share = float(todo[0].settings.get("fid_share", FID_SHARE))
-        echo(f"[compare] {len(todo)} to train, {float(budget_minutes):g} min each ({_duration(len(todo) * budget_minutes * 60)}"
+        echo(f"[compare] {len(todo)} to train, {float(budget_minutes):g} min each "
+             f"({_duration(len(todo) * budget_minutes * 60)}"
              f" of training); the periodic FID adds at most {share:.0%} of that (--fid-share), then scoring")
     walls: list[float] = []
     for i, e in enumerate(todo, 1):

@@ -95,7 +95,8 @@ def load_mnist_weights(path: str | Path | None = None) -> tuple[MnistCNN, dict]:
         net.load_state_dict(blob["state_dict"])
     except Exception as e:  # noqa: BLE001 - any malformed file is one clear line
         raise ZooError(f"'{path}' is not MNIST classifier weights from `zoo eval-net train` "
-                       f"({type(e).__name__}: {str(e).strip().splitlines()[0][:150] if str(e).strip() else ''})") from None
+                       f"({type(e).__name__}: {str(e).strip().splitlines()[0][:150] if str(e).strip() else ''})"
+                       ) from None
     return net.eval(), meta
 
 
@@ -320,7 +321,8 @@ def train_mnist_classifier(out: str | Path, *, data: str = "auto", root: str | N
             "n_train": n, "indices_sha256": indices_sha256(d["indices"]),
             "validation": d["validation"], "val_accuracy": round(acc, 5), "feature_scale": scale,
             "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "train_seconds": round(seconds, 1),
-            "device": str(dev), "threads": torch.get_num_threads(), "torch": str(torch.__version__), "zoo": str(__version__),
+            "device": str(dev), "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+            "zoo": str(__version__),
             "date": time.strftime("%Y-%m-%d"), "command": command}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +333,7 @@ def train_mnist_classifier(out: str | Path, *, data: str = "auto", root: str | N
     return meta
 
 
-# --- loading a registered extractor, and features of images -----------------------------------------------------------------------
+# --- loading a registered extractor, and features of images ------------------------------------------
 @functools.lru_cache(maxsize=4)
 def load_extractor(name: str, weights: str | None = None, device: str = "cpu"):
     """The registered extractor ``name`` (a torch-fidelity FeatureExtractorBase) on ``device``, in eval

@@ -105,7 +105,8 @@ def measure_fid_cost(cfg, n_max: int, options: dict | None = None) -> tuple[FidC
             def fit(part):  # timed after a warm-up batch, on up to FIT_BATCHES batches, then scaled
                 start = time.perf_counter()
                 model.after_training(to_model_input(part[i:i + bs], int(d.image_size), int(d.channels),
-                                                    model.data_range, d.resize).to(device) for i in range(0, len(part), bs))
+                                                    model.data_range, d.resize).to(device)
+                                     for i in range(0, len(part), bs))
                 return (time.perf_counter() - start) * len(data) / len(part)
             fit(data[:bs])
             fixed += fit(data[:FIT_BATCHES * bs])

@@ -151,5 +151,6 @@ def _check_result(r, b: int, name: str, previous: str | None) -> tuple[torch.Ten
                        f"got {type(r).__name__}")
     bound = str(r["bound"])
     if previous is not None and bound != previous:
-        raise ZooError(f"model '{name}': log_likelihood changed its bound from {previous!r} to {bound!r} between batches")
+        raise ZooError(f"model '{name}': log_likelihood changed its bound from {previous!r} to {bound!r} "
+                       "between batches")
     return _nats(r["nats"], b, name, "'nats'"), bound

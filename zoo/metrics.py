@@ -288,7 +288,8 @@ def _nll_rows(r: dict) -> list:
     if r.get("bits_per_dim") is not None:
         others = "; ".join(f"{k} {v:.4f}" for k, v in (r.get("bits_per_dim_bounds") or {}).items()
                            if k != r["bits_per_dim_bound"])
-        return [("bits/dim", f"{r['bits_per_dim']:.4f} ({r['bits_per_dim_bound']} bound{'; ' + others if others else ''}"
+        return [("bits/dim", f"{r['bits_per_dim']:.4f} ({r['bits_per_dim_bound']} bound"
+                             f"{'; ' + others if others else ''}"
                              f") on {r['nll_n']} images in {r['nll_seconds']:.1f} s")]
     return [("bits/dim", f"— ({r['nll_note']})")] if r.get("nll_note") else []
 

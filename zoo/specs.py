@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-FID_POINTS = 8          # zoo compare: periodic FID evaluations per run (at most; fewer where FID_SHARE does not afford them)
+FID_POINTS = 8          # zoo compare: periodic FID evaluations per run (at most; fewer where FID_SHARE does not
+                        # afford them)
 FID_N = 500             # samples per periodic FID (at most; never fewer than 2 x the extractor's features, e.g. 256)
 FID_SHARE = 0.25        # zoo compare: the periodic FID takes at most this share of each run's training time
 

@@ -283,7 +283,8 @@ class Run:
         checkpoint.load_into(ckpt, path, model=self.model, ema=self.ema, optimizers=self.optimizers,
                              schedulers=self.schedulers, scalers=self.scalers)
         self.batches.load(ckpt["loader"])
-        self.step, self.train_seconds, self.skipped = int(ckpt["step"]), float(ckpt["train_seconds"]), int(ckpt["skipped"])
+        self.step, self.train_seconds = int(ckpt["step"]), float(ckpt["train_seconds"])
+        self.skipped = int(ckpt["skipped"])
         self.eval_seconds = float(ckpt.get("eval_seconds", 0.0))
         self.saved_step = self.step
         self.best = ckpt.get("best") or ({"metric": "fid", "value": ckpt["best_fid"]}
