@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .compare_plan import FID_N, FID_POINTS, MARKER, Entry, Interrupted, ModelsFailed, budget_sets, plan
-from .compare_progress import Heartbeat
+from .compare_progress import StageEcho
 from .compare_score import finish_training, score_all
 from .compare_train import periodic_fid_sets, step_seconds, train_all
 from .specs import CompareSpec
@@ -56,7 +56,7 @@ def compare(items, out, spec: CompareSpec | None = None, *, echo=print, **settin
     s = CompareSpec.of(spec, settings)
     entries = plan(items, out, s)
     t0 = time.time()
-    with Heartbeat(echo, min(float(e.cfg.trainer.progress_seconds) for e in entries)) as beat:
+    with StageEcho(echo, min(float(e.cfg.trainer.progress_seconds) for e in entries)) as beat:
         errors = train_all(entries, sets=s.sets, budget_minutes=s.budget_minutes, n=s.n, fid_points=s.fid_points,
                            fid_n=s.fid_n, quiet=s.quiet, echo=beat)
         try:

@@ -1,7 +1,7 @@
 """Lines that keep coming while ``zoo compare`` works.
 
 Training under compare is quiet (a line as each model starts and ends), and a periodic FID or the final
-scoring of one model can take minutes. :class:`Heartbeat` is compare's ``echo``: it prints compare's
+scoring of one model can take minutes. :class:`StageEcho` is compare's ``echo``: it prints compare's
 lines and, from a background thread, a line saying what is being done and for how long whenever nothing
 was printed for ``every_s`` seconds (``trainer.progress_seconds``, 30 s by default) -- on a terminal and
 in a pipe alike, so a piped ``zoo compare`` never looks hung.
@@ -18,7 +18,10 @@ from pathlib import Path
 from .progress import human_seconds
 
 
-class Heartbeat:
+class StageEcho:
+    """compare's echo: its lines, and a line on what is under way whenever nothing was said for ``every_s``
+    seconds (a stage-based beat, unlike :class:`zoo.progress.Heartbeat`, which counts a loop's units)."""
+
     def __init__(self, echo: Callable[[str], None], every_s: float):
         self._echo, self.every_s = echo, float(every_s)
         self._lock = threading.Lock()
@@ -70,13 +73,13 @@ class Heartbeat:
 
 
 def doing(echo, what):
-    """``echo.doing(what)`` where compare's echo is a :class:`Heartbeat`, else nothing."""
-    return echo.doing(what) if isinstance(echo, Heartbeat) else contextlib.nullcontext()
+    """``echo.doing(what)`` where compare's echo is a :class:`StageEcho`, else nothing."""
+    return echo.doing(what) if isinstance(echo, StageEcho) else contextlib.nullcontext()
 
 
 def now_doing(echo, what) -> None:
-    """``echo.now(what)`` where compare's echo is a :class:`Heartbeat`."""
-    if isinstance(echo, Heartbeat):
+    """``echo.now(what)`` where compare's echo is a :class:`StageEcho`."""
+    if isinstance(echo, StageEcho):
         echo.now(what)
 
 
