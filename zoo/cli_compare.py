@@ -48,7 +48,7 @@ def clean_warnings():
               help="Which file in checkpoints/ (best.pt: the best by periodic FID, where the run kept one).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
 @click.option("--device", default="auto", show_default=True)
-def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_size, ckpt, no_ema, device):
+def sample_cmd(run_dir, n, out, **opts):
     """Draw N images from a trained run (EMA weights when it has them).
 
     \b
@@ -56,8 +56,8 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
       zoo sample runs/ddpm -n 64 --out grid.png --option sampler=dpm++ --option steps=20
     """
     from . import api
-    options = option_values(option_items, sampler=("--sampler", sampler), steps=("--steps", steps),
-                            eta=("--eta", eta))
+    options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
+                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]))
     cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
     from .contract import check_sample_options
     from .registry import registry
@@ -66,8 +66,9 @@ def sample_cmd(run_dir, n, seed, out, option_items, sampler, steps, eta, batch_s
     options = check_sample_options(registry().model(cfg.model_name).cls, options, source="sampling options",
                                    name=cfg.model_name)
     with clean_warnings():
-        model = api.load_run(run_dir, ema=not no_ema, checkpoint_name=ckpt, device=api.pick_device(device))
-        images = api.sample_images(model, n, seed=seed, batch_size=batch_size, progress=True,
+        model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
+                             device=api.pick_device(opts["device"]))
+        images = api.sample_images(model, n, seed=opts["seed"], batch_size=opts["batch_size"], progress=True,
                                    **options)
         path = api.write_images(images, out)
     click.echo(f"wrote {n} images to {path}")

@@ -24,7 +24,7 @@ from .cli_common import SET_HELP
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train on N GPUs of this machine (relaunches under torchrun, DDP); with --device cpu, "
                    "N CPU processes.")
-def train_cmd(model, preset, config_file, sets, out, resume, force, device, quiet, gpus):
+def train_cmd(model, sets, device, gpus, **opts):
     """Train MODEL and write a run directory.
 
     \b
@@ -40,8 +40,7 @@ def train_cmd(model, preset, config_file, sets, out, resume, force, device, quie
     if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         _check_gpus(gpus, sets)
         _launch_torchrun(gpus)
-    result = api.train(model, preset=preset, config_file=config_file, sets=sets, out=out, resume=resume,
-                       force=force, quiet=quiet)
+    result = api.train(model, sets=sets, **opts)  # preset, config_file, out, resume, force, quiet
     if int(os.environ.get("RANK", "0")) == 0:
         from .progress import log
         log(summary(result))
