@@ -23,11 +23,10 @@ The code is split by concern; this module gathers the names the rest of zoo and 
 """
 from __future__ import annotations
 
-from .config_docs import annotated_yaml
 from .config_keys import BASE, RECORDED, Key, check_declarations, defaults, key_of, leaves, read_number, yaml_scalar
 from .config_layers import (Config, base_config, load_yaml, merge, parse_options, parse_set, resolve,
                             user_config_path, user_layers)
 
-__all__ = ["BASE", "RECORDED", "Config", "Key", "annotated_yaml", "base_config", "check_declarations", "defaults",
+__all__ = ["BASE", "RECORDED", "Config", "Key", "base_config", "check_declarations", "defaults",
            "key_of", "leaves", "load_yaml", "merge", "parse_options", "parse_set", "read_number", "resolve",
            "user_config_path", "user_layers", "yaml_scalar"]
