@@ -76,8 +76,8 @@ d.MNIST.mirrors = [{url + 'mnist/'!r}]
 d.FashionMNIST.mirrors = [{url + 'fashion/'!r}]
 zoo_plugins.datasets.DEBIAN_FASHION_MNIST = pathlib.Path('/nonexistent')  # a fresh machine: download
 """
-    if fashion_src == MNIST_ROOT:  # stand-in files: their checksums
-        patch += f"d.FashionMNIST.resources = {[(f.name, md5(f)) for f in sorted(MNIST_ROOT.glob('*.gz'))]!r}\n"
+    # the served files' checksums: MNIST's stand-ins, or Debian's files (recompressed: not upstream's MD5s)
+    patch += f"d.FashionMNIST.resources = {[(f.name, md5(f)) for f in sorted(fashion_src.glob('*.gz'))]!r}\n"
     patch += f"""
 d.CIFAR10.url = {url + 'cifar/cifar-10-python.tar.gz'!r}
 d.CIFAR10.tgz_md5 = {md5(served / 'cifar' / 'cifar-10-python.tar.gz')!r}

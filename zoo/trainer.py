@@ -107,13 +107,14 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
                 raise
     finally:
         run.close()
-        distributed.teardown(clean=sys.exc_info()[0] is None)
+        distributed.teardown(clean=sys.exc_info()[0] is None or run.stopped_together)
 
 
 class Run:
     """One training run's state and the pieces of the loop (read :func:`fit` first)."""
 
     resume_hint = True  # print the resume command after an interrupt
+    stopped_together = False  # every process agreed to stop (on_main): the others come to the teardown too
 
     # --- set-up: everything is built and checked before the run directory exists ----------------------
     def __init__(self, cfg: Config, out_dir: Path, *, resume: bool, force: bool, quiet: bool,
@@ -251,6 +252,7 @@ class Run:
             except ZooError as e:
                 error = e
         if self.ddp.group and not distributed.all_agree(error is None, self.device):
+            self.stopped_together = True  # every process stops here: the process group can be left cleanly
             raise error or SystemExit(ZooError.exit_code)
         if error is not None:
             raise error
