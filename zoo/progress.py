@@ -106,15 +106,16 @@ def rate(seconds_per_step: float) -> str:
     return f"{seconds_per_step:.1f} s/step" if seconds_per_step >= 1 else f"{1 / seconds_per_step:.1f} steps/s"
 
 
-def header_lines(*, run: str, model: str, n_params: int, preset, reason, device: str, data: str,
-                 max_steps, max_epochs, max_minutes, per_epoch: str) -> list[str]:
-    """The header: run directory, model and size, which configuration and why (``preset`` is ``...``
-    when the config does not record one), device and precision, data, budget."""
+def header_lines(cfg, *, run: str, n_params: int, device: str, data: str, per_epoch: str) -> list[str]:
+    """The header: run directory, model (``cfg.model_name``) and size, which configuration and why
+    (``cfg.preset`` and ``cfg.preset_reason``; nothing said when the config records no preset), device and
+    precision, data, budget (``cfg.trainer``'s)."""
+    model, preset, reason, t = cfg.model_name, cfg.get("preset", ...), cfg.get("preset_reason"), cfg.trainer
     config = ("" if preset is ... else f"; preset {preset}" + (f" ({reason})" if reason else "") if preset
               else "; model defaults (no preset)")
-    budget = ([f"{int(max_steps):,} steps"] if max_steps is not None else []) + \
-             ([f"{max_epochs} epochs"] if max_epochs is not None else []) + \
-             ([f"{float(max_minutes):g} min"] if max_minutes is not None else [])
+    budget = ([f"{int(t.max_steps):,} steps"] if t.max_steps is not None else []) + \
+             ([f"{t.max_epochs} epochs"] if t.max_epochs is not None else []) + \
+             ([f"{float(t.max_minutes):g} min"] if t.max_minutes is not None else [])
     return [f"zoo train {model} -> {run}",
             f"  model   {model}, {human_count(n_params)} parameters{config}",
             f"  device  {device}",

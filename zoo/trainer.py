@@ -264,17 +264,15 @@ class Run:
             self.lock = None
 
     def header(self) -> list[str]:
-        cfg, t, data = self.cfg, self.t, self.cfg.data
+        data = self.cfg.data
         precision = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32"
         return header_lines(
-            run=f"{self.out_dir}" + (f" (resuming at step {self.step:,})" if self.resume else ""),
-            model=cfg.model_name, n_params=sum(p.numel() for p in self.model.parameters()),
-            preset=cfg.get("preset", ...), reason=cfg.get("preset_reason"),
+            self.cfg, run=f"{self.out_dir}" + (f" (resuming at step {self.step:,})" if self.resume else ""),
+            n_params=sum(p.numel() for p in self.model.parameters()),
             device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}"
                    + (" under DistributedDataParallel" if self.ddp.group else ""),
             data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}",
-            max_steps=t.max_steps, max_epochs=t.max_epochs, max_minutes=t.max_minutes,
-            per_epoch=f"{self.batches.per_epoch:,} batches of {int(t.batch_size)} per epoch")
+            per_epoch=f"{self.batches.per_epoch:,} batches of {int(self.t.batch_size)} per epoch")
 
     def restore(self) -> None:
         """Load ``checkpoints/last.pt`` into the freshly built objects (one-line errors on mismatch)."""
