@@ -16,6 +16,7 @@ stays off). A model whose phase leaves some of its own parameters without a grad
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,15 @@ def teardown(clean: bool) -> None:
     if clean:
         dist.barrier()
     dist.destroy_process_group()
+
+
+def exit_now(code: int) -> None:
+    """End this (non-main) process at once, after :func:`teardown`: under load, gloo's threads can still
+    abort a worker during the interpreter's own exit (SIGABRT, and torchrun's multi-line report over the
+    main process's one-line error). Nothing is left to run: the main process prints what happened."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class PhaseLoss(nn.Module):

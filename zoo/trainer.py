@@ -107,14 +107,13 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
                 raise
     finally:
         run.close()
-        distributed.teardown(clean=sys.exc_info()[0] is None or run.stopped_together)
+        distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
 class Run:
     """One training run's state and the pieces of the loop (read :func:`fit` first)."""
 
     resume_hint = True  # print the resume command after an interrupt
-    stopped_together = False  # every process agreed to stop (on_main): the others come to the teardown too
 
     # --- set-up: everything is built and checked before the run directory exists ----------------------
     def __init__(self, cfg: Config, out_dir: Path, *, resume: bool, force: bool, quiet: bool,
@@ -252,8 +251,10 @@ class Run:
             except ZooError as e:
                 error = e
         if self.ddp.group and not distributed.all_agree(error is None, self.device):
-            self.stopped_together = True  # every process stops here: the process group can be left cleanly
-            raise error or SystemExit(ZooError.exit_code)
+            distributed.teardown(clean=True)  # every process stops here, together (also from __init__)
+            if error is None:  # the main process says why; this one leaves now
+                distributed.exit_now(ZooError.exit_code)
+            raise error
         if error is not None:
             raise error
         return result
