@@ -1,10 +1,7 @@
 """DDPM: schedules, forward process, posterior, objectives, samplers, and a real tiny training run."""
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ from click.testing import CliRunner
 
 import zoo
 from conftest import MNIST_SETS
+from helpers import zoo_cli
 from zoo import ZooError
 from zoo.cli import main
 from zoo.registry import create_model, model_config, registry
@@ -496,8 +494,7 @@ def short_run(tmp_path_factory):
 
 
 def zoo_subprocess(*args, **env):
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=600)
+    return zoo_cli(*args, env=env, timeout=600)
 
 
 @pytest.mark.slow

@@ -6,17 +6,15 @@ import functools
 import hashlib
 import http.server
 import io
-import os
 import pickle
 import socket
-import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import zoo_cli
 import yaml
 from conftest import FASHION_ROOT, MNIST_ROOT
 
@@ -94,16 +92,11 @@ d.CIFAR10.meta = {{'filename': 'batches.meta', 'key': 'label_names', 'md5': {cif
 def fresh_zoo(tmp_path, site, *args, xdg=False, **extra_env):
     """`zoo train ddpm --preset tiny ARGS` as on a fresh machine: empty HOME (and XDG_CACHE_HOME when
     ``xdg``), no ZOO_* settings; torchvision patched by ``site``/sitecustomize.py."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_DATA", "ZOO_CONFIG", "ZOO_OFFLINE",
-                                                            "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
-    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(site), OMP_NUM_THREADS="1")
-    if xdg:
-        env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
-    env.update(extra_env)
+    env = dict.fromkeys(("ZOO_DATA", "ZOO_CONFIG", "ZOO_OFFLINE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"))  # unset
+    env.update(HOME=tmp_path / "home", XDG_CACHE_HOME=tmp_path / "xdg-cache" if xdg else None, **extra_env)
     (tmp_path / "home").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "zoo", "train", "ddpm", *FAST, *args, "--out",
-                           str(tmp_path / "run")], env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
-                          timeout=300)
+    return zoo_cli("train", "ddpm", *FAST, *args, "--out", tmp_path / "run", site=site, cwd=tmp_path, env=env,
+                   timeout=300)
 
 
 def one_line_error(p) -> str:
