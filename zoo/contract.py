@@ -15,6 +15,14 @@ and optionally ``reconstruct(x)`` (autoencoders), ``after_training(batches)``
 (the log-probability of each image: ``zoo eval --nll`` turns it into bits/dim,
 and ``zoo compare`` shows it as a column -- see :meth:`ZooModel.log_likelihood`).
 
+Class-conditional models (``can_condition = True``) get the class labels: when a run
+is conditional (``model.conditional: true`` on a dataset with labels), ``self.num_classes``
+is the number of classes (else ``None``), the trainer calls
+``training_loss(x, phase, labels=y)`` with ``y`` the batch's labels (int64, ``(B,)``,
+on the device), and ``sample(n, generator, labels=y)`` is asked for those classes.
+An unconditional run -- and every plugin that does not declare ``can_condition`` --
+is called exactly as before: ``training_loss(x, phase)`` and ``sample(n, generator)``.
+
 One trainer step takes one batch ``x`` (already on the device, shape
 ``(B, C, H, W)``, float, scaled to ``data_range``) and, for every
 ``(optimizer_name, repeats)`` in ``phases()``, runs ``repeats`` times:
@@ -50,6 +58,13 @@ Class attributes describe the model to the registry:
                  type=int, ge=1)}``. ``zoo sample/eval/compare --option KEY=VALUE``
                  pass them, checked against these declarations before any work;
                  ``zoo list MODEL`` shows them. A model with none declares ``{}``.
+``can_condition``  True when the model supports ``model.conditional: true`` (class labels);
+                 ``zoo list`` says so. Such a model reads ``self.num_classes`` (``None``:
+                 this run is unconditional) and accepts ``labels=`` in ``training_loss``
+                 and ``sample``; :meth:`ZooModel.sample_labels` checks requested labels.
+``null_label``   True when the model also samples unconditionally from a conditional
+                 run (label ``-1``: trained with label dropout, e.g. for classifier-free
+                 guidance).
 ``likelihood_options`` the same for ``log_likelihood(x, **options)`` (e.g. the
                  number of importance samples); ``zoo eval --nll --nll-option KEY=VALUE``
                  passes them, checked the same way.
@@ -76,12 +91,15 @@ class ZooModel(nn.Module):
     data_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
     sample_options: ClassVar[dict[str, Key]] = {}
     likelihood_options: ClassVar[dict[str, Key]] = {}
+    can_condition: ClassVar[bool] = False
+    null_label: ClassVar[bool] = False
 
     def __init__(self, cfg: Any):
         super().__init__()
         self.cfg = cfg
         c, h, w = cfg.data.channels, cfg.data.image_size, cfg.data.image_size
         self.image_shape: tuple[int, int, int] = (int(c), int(h), int(w))
+        self.num_classes: int | None = conditional_classes(cfg) if self.can_condition else None
 
     # --- training -----------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -96,7 +114,8 @@ class ZooModel(nn.Module):
 
     def training_loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
         """Losses for batch ``x`` in ``phase``. Must contain ``"loss"`` (a scalar
-        that is back-propagated); other scalar entries are logged as they are."""
+        that is back-propagated); other scalar entries are logged as they are.
+        A conditional run also passes ``labels=`` (int64 ``(B,)``, 0 .. num_classes - 1)."""
         raise NotImplementedError
 
     def lr_factor(self, step: int) -> float:
@@ -114,8 +133,18 @@ class ZooModel(nn.Module):
     def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
         """``n`` images, float in [0, 1], shape ``(n, *self.image_shape)``,
         drawn with ``generator`` only. ``options`` are sampler settings a model
-        may accept (e.g. ``sampler="ddim", steps=50``) and must otherwise reject."""
+        may accept (e.g. ``sampler="ddim", steps=50``) and must otherwise reject.
+        A conditional run also takes ``labels=``: see :meth:`sample_labels`."""
         raise NotImplementedError
+
+    def sample_labels(self, n: int, labels=None, device=None) -> torch.Tensor:
+        """The ``(n,)`` int64 labels a conditional ``sample(n, generator, labels=...)`` draws, on ``device``
+        (default: the model's). ``labels``: ``None`` gives every class in turn (``arange(n) % num_classes``:
+        balanced and deterministic), an int gives that class n times, a sequence or tensor gives one per
+        image. ``-1`` asks for an unconditional image where the model declares ``null_label``. A label out
+        of range, a count that is not ``n``, or labels for an unconditional run are one-line
+        :class:`zoo.ZooError` s."""
+        return check_labels(self, n, labels, device or self.device)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,6 +199,45 @@ class ZooModel(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
+
+
+def conditional_classes(cfg: Any) -> int | None:
+    """Classes of a conditional run (``model.conditional`` true and the dataset's ``data.num_classes``),
+    else ``None``."""
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    if not model.get("conditional", False):
+        return None
+    k = data.get("num_classes")
+    return int(k) if k else None
+
+
+def check_labels(model: "ZooModel", n: int, labels, device) -> torch.Tensor:
+    """:meth:`ZooModel.sample_labels` for ``model``; see there."""
+    from .errors import ZooError
+    k = model.num_classes
+    name = getattr(model.cfg, "model_name", None) or type(model).__name__.lower()
+    if k is None:
+        if labels is None:
+            raise ZooError(f"model '{name}' is not conditional in this run: it takes no labels")
+        raise ZooError(f"model '{name}' was trained without labels, so it cannot draw label(s) {_show(labels)}; "
+                       f"train it with --set model.conditional=true to condition it")
+    if labels is None:
+        return torch.arange(n, device=device) % k
+    y = torch.as_tensor(labels, dtype=torch.int64).to(device)
+    y = y.expand(n).clone() if y.dim() == 0 else y.reshape(-1)
+    if y.numel() != n:
+        raise ZooError(f"{y.numel()} labels for {n} images: give one label, or one per image")
+    low = -1 if model.null_label else 0
+    bad = y[(y < low) | (y >= k)]
+    if bad.numel():
+        allowed = f"0..{k - 1}" + (" or -1 (unconditional)" if model.null_label else "")
+        raise ZooError(f"label {int(bad[0])} is out of range: model '{name}' has {k} classes ({allowed})")
+    return y
+
+
+def _show(labels) -> str:
+    t = torch.as_tensor(labels).reshape(-1)
+    return ", ".join(str(int(v)) for v in t[:5]) + (", ..." if t.numel() > 5 else "")
 
 
 def randn(shape, generator: torch.Generator, device=None, dtype=torch.float32) -> torch.Tensor:
