@@ -242,6 +242,8 @@ BASE: dict = {
                       choices=("pad", "interpolate")),
         "download": Key(True, "try torchvision's download when the files are missing (never with ZOO_OFFLINE=1)"),
         "limit": Key(None, "train on the first N images only (after the holdout); null: all", type=int, ge=1),
+        "num_classes": Key(None, "classes in the dataset's labels (filled in by zoo from the data when a model "
+                                 "is conditional, model.conditional: true)", type=int, ge=1),
     },
     "trainer": {
         "device": Key("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N",
