@@ -69,7 +69,12 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       several phases: all losses stay finite);
     * ``state_dict``: after ``after_training``, a fresh model loaded from a ``weights_only`` round trip of
       ``state_dict()`` -- and a deep copy, as the trainer's EMA makes -- draws the same samples: nothing
-      sampling depends on lives outside the state dict.
+      sampling depends on lives outside the state dict;
+    * ``conditional`` (models with ``can_condition``): built again with ``model.conditional=true`` and
+      ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
+      loss; ``sample(n, g, labels=...)`` has the shape and device of the model; the same seed and labels
+      give the same images, other labels other images; label 10 is a one-line ZooError; ``after_training``
+      takes ``(x, labels)`` pairs.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
@@ -263,8 +268,50 @@ def _check_state_dict(s: _Subject) -> None:
         raise s.fail("a deep copy (as the trainer's EMA makes) samples differently")
 
 
+def _check_conditional(s: _Subject) -> None:
+    """A model with ``can_condition``, built with ``model.conditional=true`` and 10 classes: labels reach
+    ``training_loss`` and ``sample``; same seed and labels, same images; other labels, other images; a label
+    out of range is a one-line ZooError."""
+    from .registry import create_model, model_config, registry
+    if not getattr(registry().model(s.name).cls, "can_condition", False):
+        return
+    cfg = model_config(s.name, preset=s.preset, sets=[*s.sets, "model.conditional=true", "data.num_classes=10"])
+    torch.manual_seed(0)
+    model = create_model(s.name, cfg)
+    if model.num_classes != 10:
+        raise s.fail(f"built with model.conditional=true and 10 classes, num_classes is {model.num_classes!r} "
+                     f"(ZooModel.__init__ sets it: call super().__init__(cfg))")
+    y = torch.arange(len(s.x), device=model.device) % 10
+    for phase, _ in model.phases():
+        loss = model.training_loss(s.x, phase, labels=y)["loss"]
+        if not (torch.is_tensor(loss) and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad):
+            raise s.fail(f"training_loss(x, '{phase}', labels=y) must give a finite scalar loss with grad")
+    model.eval()
+    n, shape = s.n_samples, tuple(model.image_shape)
+
+    def draw(labels, seed=0):
+        return model.sample(n, torch.Generator().manual_seed(seed), labels=labels)
+    first = draw(torch.full((n,), 3, device=model.device))
+    if tuple(first.shape) != (n, *shape) or first.device != model.device:
+        raise s.fail(f"sample({n}, g, labels=...) gave {tuple(first.shape)} on {first.device}, expected "
+                     f"{(n, *shape)} on {model.device}")
+    if not torch.equal(first, draw(3)) or not torch.equal(first, draw([3] * n)):
+        raise s.fail("sample() with the same seed and labels (a tensor, an int, a list) gave different images")
+    if torch.equal(first, draw(4)):
+        raise s.fail("sample() with labels 3 and 4 gave the same images: the labels are ignored")
+    try:
+        draw(10)
+    except ZooError as e:
+        if "\n" in str(e):
+            raise s.fail(f"label 10 of 10 classes must be a one-line ZooError, got: {e}") from None
+    else:
+        raise s.fail("sample() accepted label 10 with 10 classes: check labels with self.sample_labels(n, labels)")
+    with torch.no_grad():
+        model.after_training(iter([(s.x, y)]))  # a conditional run's after_training gets (x, labels) pairs
+
+
 MODEL_CLAUSES = (_check_registration, _check_construction, _check_input, _check_optimizers, _check_training_loss,
-                 _check_sample, _check_reconstruct, _check_learning, _check_state_dict)
+                 _check_sample, _check_reconstruct, _check_learning, _check_state_dict, _check_conditional)
 """The clauses of the model contract, in the order :func:`check_model_contract` checks them."""
 
 
