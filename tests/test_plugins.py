@@ -120,6 +120,16 @@ def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
     row = next(line for line in listing.stdout.splitlines() if line.startswith("my-flow "))
     assert row.split()[1:3] == ["vae", "my-flow"]
     assert presets_of(listing.stdout, "my-flow") == {"tiny": "smoke test: seconds on a CPU, not for results"}
+    # an unconditional plugin written for today's API: listed as such, and conditioning it is one clear line
+    header = next(line for line in listing.stdout.splitlines() if line.startswith("model "))
+    assert row[header.index("cond.")] == "-", row
+    detail = run_with_site(site_dir, "zoo", "list", "my-flow")
+    assert detail.returncode == 0 and "conditional: no" in detail.stdout, detail.stdout
+    cond = run_with_site(site_dir, "zoo", "train", "my-flow", "--preset", "tiny", *SETS, "--set",
+                         "model.conditional=true", "--out", tmp_path / "cond")
+    lines = cond.stderr.strip().splitlines()
+    assert cond.returncode == 2 and len(lines) == 1 and lines[0].startswith(
+        "error: model 'my-flow' cannot be conditional (model.conditional=true): models that can: "), cond.stderr
     check = run_with_site(site_dir, "zoo", "plugins", "--check")
     assert check.returncode == 0 and re.search(r"^my-flow\s+zoo-my-flow\s+0\.1\.0", check.stdout, re.M), check.stdout
 
@@ -204,6 +214,12 @@ def test_wgan_gp_trains_with_zoo_train_tiny(wgan_gp_installed, tmp_path):
     code, out = run("sample", out_dir, "-n", "4", "--out", tmp_path / "g.png", "--sampler", "ddim")
     # checked against the plugin's declared sample_options (none) before the run is even loaded
     assert code == 2 and "model 'wgan-gp' has no sampling option 'sampler'" in out
+    # an unconditional plugin unchanged by class conditioning: trained and sampled as above; no labels
+    code, out = run("sample", out_dir, "-n", "4", "--out", tmp_path / "g.png", "--label", "3")
+    assert code == 2 and "this run of 'wgan-gp' is unconditional" in out and len(out.strip().splitlines()) == 1
+    code, out = run("train", "wgan-gp", "--preset", "tiny", *SETS, "--set", "model.conditional=true",
+                    "--out", tmp_path / "cond")
+    assert code == 2 and "model 'wgan-gp' cannot be conditional" in out and not (tmp_path / "cond").exists()
 
 
 @pytest.mark.slow

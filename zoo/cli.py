@@ -101,9 +101,9 @@ def list_cmd(model, refresh):
     else:
         rows = []
         for m in snap["models"]:
-            rows.append([m["name"], m["family"], "yes" if m.get("can_condition") else "-", m["plugin"],
-                         _default_params(m), m["description"]])
-        lines = _table(rows, ["model", "family", "cond.", "plugin", "params", "description"]).split("\n")
+            rows.append([m["name"], m["family"], m["plugin"], _default_params(m),
+                         "yes" if m.get("can_condition") else "-", m["description"]])
+        lines = _table(rows, ["model", "family", "plugin", "params", "cond.", "description"]).split("\n")
         width = max((len(p["name"]) for m in snap["models"] for p in m["presets"]), default=0)
         out = lines[:2]
         for m, row in zip(snap["models"], lines[2:]):
