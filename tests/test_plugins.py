@@ -313,7 +313,7 @@ def test_zoo_plugins_check_json_and_tracebacks(broken_env, monkeypatch):
     assert len(plugins) == len(report["plugins"])  # each plugin once
     toy = plugins["toy", "zoo-toy"]
     assert (toy["status"], toy["version"], toy["module"], toy["failures"]) == ("ok", "0.1.0", "toyzoo", [])
-    assert toy["adds"] == {"models": ["toy", "toygan"], "datasets": [], "extractors": []}
+    assert toy["adds"] == {"models": ["toy", "toycond", "toygan"], "datasets": [], "extractors": []}
     raising = plugins["raising", "zoo-broken"]
     assert raising["status"] == "failed" and raising["module"] == "raisinghook"
     (failure,) = raising["failures"]
