@@ -72,9 +72,9 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       sampling depends on lives outside the state dict;
     * ``conditional`` (models with ``can_condition``): built again with ``model.conditional=true`` and
       ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
-      loss; ``sample(n, g, labels=...)`` has the shape and device of the model; the same seed and labels
-      give the same images, other labels other images; label 10 is a one-line ZooError; ``after_training``
-      takes ``(x, labels)`` pairs.
+      loss; ``after_training`` takes ``(x, labels)`` pairs; then ``sample(n, g, labels=...)`` has the shape
+      and device of the model; the same seed and labels give the same images, other labels other images;
+      label 10 is a one-line ZooError.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
@@ -286,6 +286,8 @@ def _check_conditional(s: _Subject) -> None:
         loss = model.training_loss(s.x, phase, labels=y)["loss"]
         if not (torch.is_tensor(loss) and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad):
             raise s.fail(f"training_loss(x, '{phase}', labels=y) must give a finite scalar loss with grad")
+    with torch.no_grad():  # a conditional run's after_training gets (x, labels) pairs (e.g. per-class fits)
+        model.after_training(iter([(s.x, y)]))
     model.eval()
     n, shape = s.n_samples, tuple(model.image_shape)
 
@@ -306,8 +308,6 @@ def _check_conditional(s: _Subject) -> None:
             raise s.fail(f"label 10 of 10 classes must be a one-line ZooError, got: {e}") from None
     else:
         raise s.fail("sample() accepted label 10 with 10 classes: check labels with self.sample_labels(n, labels)")
-    with torch.no_grad():
-        model.after_training(iter([(s.x, y)]))  # a conditional run's after_training gets (x, labels) pairs
 
 
 MODEL_CLAUSES = (_check_registration, _check_construction, _check_input, _check_optimizers, _check_training_loss,
