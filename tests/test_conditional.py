@@ -1,6 +1,7 @@
 """Class labels from the data to the model (issue 23): labelled datasets, conditional runs in the trainer
 (aligned labels, resume, DDP), `zoo sample --label/--guidance`, `zoo list`, the contract's conditional clause.
 The conditional model is `toycond`, a stand-in in tests/fixtures/toyzoo.py."""
+import json
 import signal
 from pathlib import Path
 
@@ -239,3 +240,20 @@ def test_model_sample_labels_from_python(toy):
         model.sample(2, g(), labels=11)
     x = to_model_input(load_images(Config({"name": "mnist", "split": "test", "limit": 4}), "all"), 28, 1)
     assert torch.isfinite(model.training_loss(x, "main", labels=torch.arange(4))["loss"])
+
+
+# --- zoo compare ----------------------------------------------------------------------------------------
+def test_compare_step_time_probe_gives_a_conditional_model_labels(toy):
+    from zoo.compare_train import step_seconds
+    for sets in (COND, MNIST_SETS):  # toycond raises on labels in the wrong kind of run
+        assert step_seconds(zoo.model_config("toycond", sets=sets), budget_seconds=0.1, max_steps=1) > 0
+
+
+@pytest.mark.slow
+def test_compare_trains_and_scores_a_conditional_model(toy, tmp_path):
+    code, out = invoke("compare", "toycond", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
+                       "--metrics", "fid", *[a for s in COND for a in ("--set", s)])
+    assert code == 0, out
+    rows = json.loads((tmp_path / "leaderboard.json").read_text())["rows"]
+    assert rows[0]["model"] == "toycond" and rows[0]["fid"] > 0  # sampled with balanced labels
+    assert zoo.load_run(tmp_path / "runs" / "toycond").num_classes == 10
