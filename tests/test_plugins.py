@@ -523,6 +523,10 @@ def random_loader(root, split, download):
     return torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
 
 
+def labelled_loader(root, split, download):
+    return good_loader(root, split, download), torch.tensor([0, 1, 2, 3])
+
+
 def careless_loader(root, split, download):
     return torch.load(Path(root) / "marker" / "images.pt")  # FileNotFoundError when missing
 
@@ -536,6 +540,7 @@ class Datasets:
         register("careless", careless_loader, channels=1, image_size=28, description="wrong error")
         register("nodesc", good_loader, channels=1, image_size=28)
         register("wrong-extractor", good_loader, channels=1, image_size=28, description="x", extractor="nope")
+        register("few-classes", labelled_loader, channels=1, image_size=28, description="x", num_classes=2)
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -544,6 +549,7 @@ class Datasets:
     ("careless", "with no files the loader raised FileNotFoundError"),
     ("nodesc", "has no description"),
     ("wrong-extractor", "declares extractor 'nope', which is not registered"),
+    ("few-classes", r"labels 0\.\.3 are not class indices 0\.\.1 \(registered num_classes=2\)"),
 ])
 def test_check_dataset_catches_broken_datasets(tmp_path, zoo_registry, name, problem):
     (tmp_path / "marker").mkdir()

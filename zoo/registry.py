@@ -615,9 +615,12 @@ def complete_data_config(cfg, labels=_READ) -> None:
 def unlabelled(data) -> ZooError:
     """A conditional run on a dataset without labels."""
     where = f" in '{data.get('root')}'" if data.get("root") else ""
-    fix = ("put the images in one subfolder per class (data.root/<split>/<class>/*.png)" if data.name == "folder"
-           else "use a dataset with labels (mnist, fashion-mnist, cifar10, or a folder with one subfolder per "
-                "class)")
+    if data.name == "folder":
+        fix = "put the images in one subfolder per class (data.root/<split>/<class>/*.png)"
+    elif registry().dataset(data.name).num_classes:
+        fix = "its label files were not found next to the images: put them there"
+    else:
+        fix = "use a dataset with labels (mnist, fashion-mnist, cifar10, or a folder with one subfolder per class)"
     return ZooError(f"model.conditional=true needs class labels, and dataset '{data.name}'{where} (split "
                     f"{data.get('split', 'train')}) has none: {fix}, or drop model.conditional")
 

@@ -326,7 +326,8 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
     * it is registered with a description, ``channels`` and ``image_size`` >= 1, and ``split`` among
       its ``splits``; the extractor it declares (if any) is registered;
     * ``zoo.load_dataset(name, split, root)`` gives uint8 ``(N, C, H, W)`` with ``N >= 1`` and
-      ``C == channels``; labels, when the loader returns them, are ``N`` integers;
+      ``C == channels``; labels, when the loader returns them, are ``N`` integers (below the registered
+      ``num_classes``, when it is given);
     * loading twice gives the same images in the same order (holdouts depend on it);
     * zoo's pipeline maps a batch to the registered ``image_size`` in the model range;
     * with no files (an empty folder, downloads off) the loader raises :class:`zoo.ZooError` -- a
@@ -368,6 +369,9 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
                 and not labels.is_floating_point()):
             raise fail(f"labels must be {len(images)} integers (a (N,) tensor), got "
                        f"{tuple(getattr(labels, 'shape', ()))} {getattr(labels, 'dtype', type(labels).__name__)}")
+        if entry.num_classes and not 0 <= int(labels.min()) <= int(labels.max()) < entry.num_classes:
+            raise fail(f"labels {int(labels.min())}..{int(labels.max())} are not class indices "
+                       f"0..{entry.num_classes - 1} (registered num_classes={entry.num_classes})")
     again = load_dataset(name, split, root)
     if not torch.equal(images, again):
         raise fail("loading the split twice gave other images (or another order): make the loader deterministic")
