@@ -54,6 +54,17 @@ def test_folder_with_a_subfolder_per_class_gives_labels_and_a_flat_one_none(tmp_
     assert load_dataset("folder", "train", flat, with_labels=True)[1] is None
 
 
+def test_a_labelled_folder_trains_conditionally_with_its_class_count(toy, tmp_path):
+    root = image_folder(tmp_path / "pets", {"cat": 3, "dog": 3, "emu": 2})
+    zoo.train("toycond", out=tmp_path / "r", sets=["data.name=folder", f"data.root={root}", "model.conditional=true",
+                                                    "trainer.batch_size=4", "trainer.max_steps=2"])
+    model = zoo.load_run(tmp_path / "r")
+    assert model.num_classes == 3 and model.seen.tolist() == [3, 3, 2]
+    model.sample(3, torch.Generator().manual_seed(0), labels=2)
+    with pytest.raises(ZooError, match=r"label 3 is out of range: model 'toycond' has 3 classes \(0..2\)"):
+        model.sample(3, torch.Generator().manual_seed(0), labels=3)
+
+
 def test_labels_follow_the_holdout_and_the_limit(mnist_root):
     data = Config({"name": "mnist", "split": "test", "holdout": 1000, "limit": 500})
     images, labels = load_images(data, "train", with_labels=True)
