@@ -74,7 +74,7 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
       loss; ``after_training`` takes ``(x, labels)`` pairs; then ``sample(n, g, labels=...)`` has the shape
       and device of the model; the same seed and labels give the same images, other labels other images;
-      label 10 is a one-line ZooError.
+      label 10, or a label count that is not ``n``, is a one-line ZooError.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
@@ -301,13 +301,14 @@ def _check_conditional(s: _Subject) -> None:
         raise s.fail("sample() with the same seed and labels (a tensor, an int, a list) gave different images")
     if torch.equal(first, draw(4)):
         raise s.fail("sample() with labels 3 and 4 gave the same images: the labels are ignored")
-    try:
-        draw(10)
-    except ZooError as e:
-        if "\n" in str(e):
-            raise s.fail(f"label 10 of 10 classes must be a one-line ZooError, got: {e}") from None
-    else:
-        raise s.fail("sample() accepted label 10 with 10 classes: check labels with self.sample_labels(n, labels)")
+    for bad, what in ((10, "label 10 with 10 classes"), ([3] * (n + 1), f"{n + 1} labels for {n} images")):
+        try:
+            draw(bad)
+        except ZooError as e:
+            if "\n" in str(e):
+                raise s.fail(f"{what} must be a one-line ZooError, got: {e}") from None
+        else:
+            raise s.fail(f"sample() accepted {what}: check labels with self.sample_labels(n, labels)")
 
 
 MODEL_CLAUSES = (_check_registration, _check_construction, _check_input, _check_optimizers, _check_training_loss,
