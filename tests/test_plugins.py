@@ -527,6 +527,10 @@ def labelled_loader(root, split, download):
     return good_loader(root, split, download), torch.tensor([0, 1, 2, 3])
 
 
+def float_labels_loader(root, split, download):
+    return good_loader(root, split, download), torch.rand(4)
+
+
 def careless_loader(root, split, download):
     return torch.load(Path(root) / "marker" / "images.pt")  # FileNotFoundError when missing
 
@@ -541,6 +545,7 @@ class Datasets:
         register("nodesc", good_loader, channels=1, image_size=28)
         register("wrong-extractor", good_loader, channels=1, image_size=28, description="x", extractor="nope")
         register("few-classes", labelled_loader, channels=1, image_size=28, description="x", num_classes=2)
+        register("float-labels", float_labels_loader, channels=1, image_size=28, description="x")
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -550,6 +555,7 @@ class Datasets:
     ("nodesc", "has no description"),
     ("wrong-extractor", "declares extractor 'nope', which is not registered"),
     ("few-classes", r"labels 0\.\.3 are not class indices 0\.\.1 \(registered num_classes=2\)"),
+    ("float-labels", r"loader returned labels that are not 4 integer class indices \(one per image\)"),
 ])
 def test_check_dataset_catches_broken_datasets(tmp_path, zoo_registry, name, problem):
     (tmp_path / "marker").mkdir()
