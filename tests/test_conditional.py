@@ -65,6 +65,25 @@ def test_a_labelled_folder_trains_conditionally_with_its_class_count(toy, tmp_pa
         model.sample(3, torch.Generator().manual_seed(0), labels=3)
 
 
+def test_a_dataset_plugin_with_other_labels_still_trains_unconditionally(toy, tmp_path):
+    """Labels that are not class indices (here: names) were allowed before conditioning: still fine unless a run
+    is conditional, which then says what is wrong."""
+    import toyzoo
+
+    def names(root, split, download):
+        return torch.zeros(40, 1, 28, 28, dtype=torch.uint8), np.array(["cat", "dog"] * 20)
+
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_register_datasets(self, register):
+            register("named", names, channels=1, image_size=28, description="labels are names")
+    with registry_with(Plugin(), toy=toyzoo):
+        sets = ["data.name=named", "trainer.batch_size=8", "trainer.max_steps=2"]
+        assert zoo.train("toycond", out=tmp_path / "u", sets=sets).status == "finished"
+        with pytest.raises(ZooError, match="dataset 'named' loader returned labels that are not integer class"):
+            zoo.train("toycond", out=tmp_path / "c", sets=[*sets, "model.conditional=true"])
+
+
 def test_labels_follow_the_holdout_and_the_limit(mnist_root):
     data = Config({"name": "mnist", "split": "test", "holdout": 1000, "limit": 500})
     images, labels = load_images(data, "train", with_labels=True)

@@ -555,7 +555,7 @@ class Datasets:
     ("nodesc", "has no description"),
     ("wrong-extractor", "declares extractor 'nope', which is not registered"),
     ("few-classes", r"labels 0\.\.3 are not class indices 0\.\.1 \(registered num_classes=2\)"),
-    ("float-labels", r"loader returned labels that are not 4 integer class indices \(one per image\)"),
+    ("float-labels", r"loader returned labels that are not 4 integer class indices >= 0 \(one per image\)"),
 ])
 def test_check_dataset_catches_broken_datasets(tmp_path, zoo_registry, name, problem):
     (tmp_path / "marker").mkdir()

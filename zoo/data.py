@@ -215,17 +215,16 @@ def select_part(images, labels, cfg_data, part: str = "train"):
     return images, labels
 
 
-def dataset_classes(cfg_data, labels=None) -> int | None:
-    """The number of classes of the configured dataset's labels: the count its registration declares
-    (``num_classes=``, mnist: 10), else the largest label plus one (of ``labels``, the split's labels when
-    the caller has read them, else read here) -- a class index, not a count of the classes present, so a
-    class missing from the split keeps its index. None: the dataset has no labels."""
+def dataset_classes(cfg_data, labels) -> int | None:
+    """The number of classes of the configured dataset: the count its registration declares (``num_classes=``,
+    mnist: 10), else the largest of ``labels`` (its split's labels, :func:`read_split`) plus one -- a class
+    index, not a count of the classes present, so a class missing from the split keeps its index. None: no
+    labels."""
     from .registry import registry
     declared = registry().dataset(cfg_data.name).num_classes
     if declared:
         return declared
-    if labels is None:
-        labels = read_split(cfg_data)[1]
+    labels = class_labels(cfg_data.name, labels)
     return int(labels.max()) + 1 if labels is not None and len(labels) else None
 
 
@@ -265,23 +264,29 @@ def _read_split(entry, root: Path, split: str, download: bool, fix: str):
     if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
         raise ZooError(f"dataset '{entry.name}' loader returned {tuple(getattr(images, 'shape', ()))} "
                        f"{getattr(images, 'dtype', type(images).__name__)}, expected uint8 (N, C, H, W)")
-    return images, _check_labels(entry.name, labels, len(images))
+    return images, _as_indices(labels, len(images))
 
 
-def _check_labels(name: str, labels, n: int):
-    """A loader's labels as int64 ``(n,)`` class indices >= 0 (None stays None), else a one-line error."""
-    if labels is None:
-        return None
+def _as_indices(labels, n: int):
+    """A loader's labels as int64 ``(n,)`` when they are ``n`` integer class indices >= 0; anything else as it
+    is (an unconditional run never reads them; :func:`class_labels` says what is wrong for a conditional one)."""
     try:
-        labels = torch.as_tensor(labels).reshape(-1)
+        t = torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError):
-        labels = None
-    if labels is None or labels.is_floating_point() or labels.is_complex() or len(labels) != n:
-        raise ZooError(f"dataset '{name}' loader returned labels that are not {n} integer class indices "
-                       f"(one per image): return (images, labels) with labels an int64 (N,) tensor, or images only")
-    if n and int(labels.min()) < 0:
-        raise ZooError(f"dataset '{name}' loader returned label {int(labels.min())}: class indices start at 0")
-    return labels.long()
+        return labels
+    integer = not (t.is_floating_point() or t.is_complex())
+    return t.long() if integer and t.dim() == 1 and len(t) == n and (n == 0 or int(t.min()) >= 0) else labels
+
+
+def class_labels(name: str, labels, n: int | None = None):
+    """``labels`` (from :func:`read_split`) when they are class indices -- int64 ``(n,)``, >= 0 -- or None;
+    else a one-line error naming the dataset."""
+    if labels is None or (torch.is_tensor(labels) and labels.dtype == torch.int64 and labels.dim() == 1
+                          and (n is None or len(labels) == n) and (not len(labels) or int(labels.min()) >= 0)):
+        return labels
+    raise ZooError(f"dataset '{name}' loader returned labels that are not {f'{n} ' if n else ''}integer class "
+                   f"indices >= 0 (one per image): return (images, labels) with labels an int64 (N,) tensor, or "
+                   f"images only")
 
 
 def to_model_input(x: torch.Tensor, image_size: int, channels: int, data_range=(-1.0, 1.0),

@@ -604,10 +604,10 @@ def complete_data_config(cfg, labels=_READ) -> None:
         raise cannot_condition(name)
     if cfg.data.get("num_classes") is None:
         from .data import dataset_classes, read_split
-        if labels is _READ and not registry().dataset(cfg.data.name).num_classes:
-            labels = read_split(cfg.data)[1]
-        k = dataset_classes(cfg.data, None if labels is _READ else labels)
-        if k is None or labels is None:
+        if labels is _READ:  # read only where the dataset does not declare its count
+            labels = None if registry().dataset(cfg.data.name).num_classes else read_split(cfg.data)[1]
+        k = dataset_classes(cfg.data, labels)
+        if k is None:
             raise unlabelled(cfg.data)
         cfg.data["num_classes"] = k
 

@@ -336,7 +336,7 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
       fails the check.
     """
     from .config import parse_set
-    from .data import load_dataset, to_model_input
+    from .data import class_labels, load_dataset, to_model_input
     from .registry import registry
 
     def fail(what: str) -> AssertionError:
@@ -361,6 +361,7 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
 
     try:
         images, labels = load_dataset(name, split, root, with_labels=True)
+        labels = class_labels(name, labels, len(images))
     except ZooError as e:  # zoo's own checks of what the loader returns (uint8 images, integer labels)
         if str(e).startswith(f"dataset '{name}' loader returned"):
             raise fail(str(e).removeprefix(f"dataset '{name}' ")) from None

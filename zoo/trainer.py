@@ -46,7 +46,7 @@ from . import checkpoint, distributed, rundir
 from .batches import Batches
 from .config import Config
 from .contract import fits_after_training
-from .data import data_root, read_split, select_part, to_model_input
+from .data import class_labels, data_root, read_split, select_part, to_model_input
 from .device import autocast, resolve_device, resolve_precision
 from .ema import EMA
 from .errors import ZooError
@@ -134,7 +134,7 @@ class Run:
         self.entry = registry().model(cfg.model_name)
         images, labels = read_split(cfg.data)  # may download
         complete_data_config(cfg, labels)  # a conditional run: data.num_classes from the labels
-        images, labels = select_part(images, conditional_labels(cfg, labels), cfg.data, "train")
+        images, labels = select_part(images, conditional_labels(cfg, labels, len(images)), cfg.data, "train")
         self.data = images.to(self.device, non_blocking=True)
         self.labels = labels.to(self.device, non_blocking=True) if labels is not None else None  # conditional
         cfg.data["root"] = str(data_root(cfg.data).resolve())  # recorded in config.yaml: resume reads it
@@ -591,11 +591,13 @@ class Run:
         self.release_lock()
 
 
-def conditional_labels(cfg: Config, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """The split's labels for a conditional run (checked against ``data.num_classes``), None for another."""
+def conditional_labels(cfg: Config, labels, n: int) -> torch.Tensor | None:
+    """The labels of a split of ``n`` images for a conditional run (class indices below ``data.num_classes``),
+    None for another run."""
     if not cfg.model.get("conditional"):
         return None
     from .registry import unlabelled
+    labels = class_labels(cfg.data.name, labels, n)
     if labels is None:
         raise unlabelled(cfg.data)
     k, top = int(cfg.data.num_classes), int(labels.max())
