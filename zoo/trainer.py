@@ -435,7 +435,7 @@ class Run:
         rest follow in one batch when they fit in the bound, else a chunk at a time while the next chunk
         fits. Returns the images and how many were asked for."""
         n, bound = int(self.t.n_samples), self.t.grid_seconds
-        labels = grid_labels(n, self.model.num_classes) if self.labels is not None else None
+        labels = grid_labels(n, self.model.num_classes).to(self.device) if self.labels is not None else None
         n = n if labels is None else len(labels)
         g = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
         start = time.perf_counter()
