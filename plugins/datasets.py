@@ -72,7 +72,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
 
 def folder(root: Path, split: str, download: bool):
     """Every image below ``root/<split>`` (or ``root`` when that does not exist),
-    as RGB, center-cropped and resized to the first image's size."""
+    as RGB, center-cropped and resized to the first image's size. With one subfolder per class and no
+    image directly in the folder (torchvision's ImageFolder layout), the labels too: class index by sorted
+    subfolder name (``cat/``, ``dog/`` -> 0, 1); a flat folder has none."""
     from PIL import Image
     from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
     base = root / split if (root / split).is_dir() else root
@@ -87,15 +89,27 @@ def folder(root: Path, split: str, download: bool):
             size = min(t.shape[-2:])
         s = min(t.shape[-2:])
         out.append(resize(center_crop(t, [s, s]), [size, size], antialias=True))
-    return torch.stack(out), None
+    return torch.stack(out), folder_labels(base, paths)
+
+
+def folder_labels(base: Path, paths: list[Path]) -> torch.Tensor | None:
+    """ImageFolder's labels for ``paths`` below ``base``: the index of each one's class folder (the first
+    folder below ``base``) among the sorted class folders; None when an image lies directly in ``base``."""
+    classes = [p.relative_to(base).parts[0] if len(p.relative_to(base).parts) > 1 else None for p in paths]
+    if None in classes:
+        return None
+    index = {name: i for i, name in enumerate(sorted(set(classes)))}
+    return torch.tensor([index[c] for c in classes], dtype=torch.int64)
 
 
 @hookimpl
 def zoo_register_datasets(register):
     register("mnist", mnist, channels=1, image_size=28, description="MNIST handwritten digits, 28x28 grayscale",
-             extractor="mnist")  # zoo's MNIST classifier was trained on these digits
+             extractor="mnist", num_classes=10)  # zoo's MNIST classifier was trained on these digits
     register("fashion-mnist", fashion_mnist, channels=1, image_size=28,
-             description="Fashion-MNIST clothing, 28x28 grayscale (Debian: dataset-fashion-mnist)")
-    register("cifar10", cifar10, channels=3, image_size=32, description="CIFAR-10 natural images, 32x32 RGB")
+             description="Fashion-MNIST clothing, 28x28 grayscale (Debian: dataset-fashion-mnist)", num_classes=10)
+    register("cifar10", cifar10, channels=3, image_size=32, description="CIFAR-10 natural images, 32x32 RGB",
+             num_classes=10)
     register("folder", folder, channels=3, image_size=64, splits=("train", "test", "all"),
-             description="every image below data.root (or data.root/<split>), RGB")
+             description="every image below data.root (or data.root/<split>), RGB; one subfolder per class "
+                         "gives labels")

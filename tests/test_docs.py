@@ -4,6 +4,7 @@ import inspect
 import re
 
 import pytest
+import torch
 
 import zoo
 import zoo.testing
@@ -83,3 +84,23 @@ def test_table_of_contents_links_every_section():
     for heading in re.findall(r"^## (.+)$", GUIDE, re.M) + ["How hooks are called", *HOOKS]:
         anchor = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")  # GitHub's rule for heading anchors
         assert anchor in toc, heading
+
+
+def test_the_class_conditional_example_keeps_the_contract_both_ways():
+    """The guide's conditional VAE passes check_model_contract unconditionally and with model.conditional=true."""
+    from conftest import MNIST_SETS
+    source = re.search(r"```python\n(.*?)```", section("Class-conditional models"), re.S).group(1)
+    namespace: dict = {}
+    exec(compile(source, "docs/plugins.md", "exec"), namespace)  # our own documentation
+    cls = namespace["CVAE"]
+    assert cls.can_condition and "conditional" in cls.config["model"]
+
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_register_models(self, register):
+            register(cls, name="my-cvae")
+    with zoo.testing.registry_with("datasets", Plugin()):
+        zoo.testing.check_model_contract("my-cvae", sets=MNIST_SETS)
+        model = zoo.create_model("my-cvae", **{"model.conditional": True, "data.split": "test"})
+        assert model.num_classes == 10 and model.sample(3, torch.Generator().manual_seed(0), labels=7).shape == \
+            (3, 1, 28, 28)

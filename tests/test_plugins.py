@@ -120,6 +120,16 @@ def test_new_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path):
     row = next(line for line in listing.stdout.splitlines() if line.startswith("my-flow "))
     assert row.split()[1:3] == ["vae", "my-flow"]
     assert presets_of(listing.stdout, "my-flow") == {"tiny": "smoke test: seconds on a CPU, not for results"}
+    # an unconditional plugin written for today's API: listed as such, and conditioning it is one clear line
+    header = next(line for line in listing.stdout.splitlines() if line.startswith("model "))
+    assert row[header.index("cond.")] == "-", row
+    detail = run_with_site(site_dir, "zoo", "list", "my-flow")
+    assert detail.returncode == 0 and "conditional: no" in detail.stdout, detail.stdout
+    cond = run_with_site(site_dir, "zoo", "train", "my-flow", "--preset", "tiny", *SETS, "--set",
+                         "model.conditional=true", "--out", tmp_path / "cond")
+    lines = cond.stderr.strip().splitlines()
+    assert cond.returncode == 2 and len(lines) == 1 and lines[0].startswith(
+        "error: model 'my-flow' cannot be conditional (model.conditional=true): models that can: "), cond.stderr
     check = run_with_site(site_dir, "zoo", "plugins", "--check")
     assert check.returncode == 0 and re.search(r"^my-flow\s+zoo-my-flow\s+0\.1\.0", check.stdout, re.M), check.stdout
 
@@ -204,6 +214,12 @@ def test_wgan_gp_trains_with_zoo_train_tiny(wgan_gp_installed, tmp_path):
     code, out = run("sample", out_dir, "-n", "4", "--out", tmp_path / "g.png", "--sampler", "ddim")
     # checked against the plugin's declared sample_options (none) before the run is even loaded
     assert code == 2 and "model 'wgan-gp' has no sampling option 'sampler'" in out
+    # an unconditional plugin unchanged by class conditioning: trained and sampled as above; no labels
+    code, out = run("sample", out_dir, "-n", "4", "--out", tmp_path / "g.png", "--label", "3")
+    assert code == 2 and "this run of 'wgan-gp' is unconditional" in out and len(out.strip().splitlines()) == 1
+    code, out = run("train", "wgan-gp", "--preset", "tiny", *SETS, "--set", "model.conditional=true",
+                    "--out", tmp_path / "cond")
+    assert code == 2 and "model 'wgan-gp' cannot be conditional" in out and not (tmp_path / "cond").exists()
 
 
 @pytest.mark.slow
@@ -297,7 +313,7 @@ def test_zoo_plugins_check_json_and_tracebacks(broken_env, monkeypatch):
     assert len(plugins) == len(report["plugins"])  # each plugin once
     toy = plugins["toy", "zoo-toy"]
     assert (toy["status"], toy["version"], toy["module"], toy["failures"]) == ("ok", "0.1.0", "toyzoo", [])
-    assert toy["adds"] == {"models": ["toy", "toygan"], "datasets": [], "extractors": []}
+    assert toy["adds"] == {"models": ["toy", "toycond", "toygan"], "datasets": [], "extractors": []}
     raising = plugins["raising", "zoo-broken"]
     assert raising["status"] == "failed" and raising["module"] == "raisinghook"
     (failure,) = raising["failures"]
@@ -507,6 +523,14 @@ def random_loader(root, split, download):
     return torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
 
 
+def labelled_loader(root, split, download):
+    return good_loader(root, split, download), torch.tensor([0, 1, 2, 3])
+
+
+def float_labels_loader(root, split, download):
+    return good_loader(root, split, download), torch.rand(4)
+
+
 def careless_loader(root, split, download):
     return torch.load(Path(root) / "marker" / "images.pt")  # FileNotFoundError when missing
 
@@ -520,6 +544,8 @@ class Datasets:
         register("careless", careless_loader, channels=1, image_size=28, description="wrong error")
         register("nodesc", good_loader, channels=1, image_size=28)
         register("wrong-extractor", good_loader, channels=1, image_size=28, description="x", extractor="nope")
+        register("few-classes", labelled_loader, channels=1, image_size=28, description="x", num_classes=2)
+        register("float-labels", float_labels_loader, channels=1, image_size=28, description="x")
 
 
 @pytest.mark.parametrize("name, problem", [
@@ -528,6 +554,8 @@ class Datasets:
     ("careless", "with no files the loader raised FileNotFoundError"),
     ("nodesc", "has no description"),
     ("wrong-extractor", "declares extractor 'nope', which is not registered"),
+    ("few-classes", r"labels 0\.\.3 are not class indices 0\.\.1 \(registered num_classes=2\)"),
+    ("float-labels", r"loader returned labels that are not 4 integer class indices >= 0 \(one per image\)"),
 ])
 def test_check_dataset_catches_broken_datasets(tmp_path, zoo_registry, name, problem):
     (tmp_path / "marker").mkdir()

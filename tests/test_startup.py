@@ -102,3 +102,31 @@ def test_the_index_keeps_only_declarations_json_gives_back_exactly():
     assert repr(_decode(_portable(lambda: tree))) == repr(tree)
     assert _portable(lambda: {"model": {"path": Key(None, type=Path)}}) is None
     assert _portable(lambda: {"model": {"pair": (1, 2)}}) is None
+
+
+@pytest.mark.parametrize("config, label, says", [
+    ("model_name: vae\n", "3", "this run of 'vae' is unconditional (trained without labels)"),
+    ("model_name: vae\nmodel: {conditional: true}\ndata: {num_classes: 10}\n", "11",
+     "--label 11 is out of range: this run has 10 classes (0..9)"),
+    ("model_name: vae\nmodel: {conditional: true}\ndata: {num_classes: 10}\n", "two", "--label 'two'"),
+])
+def test_bad_labels_are_rejected_before_torch(env, tmp_path, config, label, says):
+    """`zoo sample --label` is checked against the run's config.yaml alone (issue 23)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config)
+    code, torch_line, stderr = zoo("sample", run, "--label", label, "-o", "grid.png", env=env, cwd=tmp_path)
+    assert code == 2 and len(stderr) == 1 and stderr[0].startswith("error: ") and says in stderr[0], stderr
+    assert torch_line == "torch imported: False" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_model_that_cannot_be_conditional_is_rejected_before_torch(env, tmp_path):
+    """The index knows which models can be conditional: `toy` cannot, `toycond` (same plugin) can."""
+    site = toy_dist(tmp_path / "site")
+    e = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
+    zoo("train", "toy", "--set", "trainer.lr=abc", env=e, cwd=tmp_path)  # the index follows the plugin
+    code, torch_line, stderr = zoo("train", "toy", "--set", "model.conditional=true", env=e, cwd=tmp_path)
+    assert code == 2 and len(stderr) == 1, stderr
+    assert stderr[0].startswith("error: model 'toy' cannot be conditional (model.conditional=true): models that "
+                                "can: ") and "toycond" in stderr[0] and "(`zoo list` marks them)" in stderr[0]
+    assert torch_line == "torch imported: False"

@@ -126,6 +126,7 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
 
     >>> model = zoo.load_run("runs/ddpm")
     >>> images = model.sample(16, torch.Generator().manual_seed(0))   # (16, C, H, W) in [0, 1]
+    >>> sevens = model.sample(16, torch.Generator().manual_seed(0), labels=7)  # a conditional run
     """
     from . import checkpoint
     from .registry import complete_data_config, registry

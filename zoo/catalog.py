@@ -32,7 +32,7 @@ from typing import Any
 
 from .env import env_flag
 
-FORMAT = 3  # bump when the snapshot's layout changes
+FORMAT = 4  # bump when the snapshot's layout changes
 _ENV = ("ZOO_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_CONFIG", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
@@ -42,7 +42,8 @@ def snapshot(reg) -> dict:
     return {
         "models": [_model(e) for e in sorted(reg.models.values(), key=lambda e: e.name)],
         "datasets": [{"name": d.name, "plugin": d.plugin, "channels": d.channels, "image_size": d.image_size,
-                      "splits": list(d.splits), "description": d.description, "extractor": d.extractor}
+                      "splits": list(d.splits), "description": d.description, "extractor": d.extractor,
+                      "num_classes": d.num_classes}
                      for d in sorted(reg.datasets.values(), key=lambda d: d.name)],
         "extractors": [{"name": x.name, "plugin": x.plugin, "description": x.description}
                        for x in sorted(reg.extractors.values(), key=lambda x: x.name)],
@@ -78,6 +79,8 @@ def _model(entry) -> dict:
         "config": _portable(entry.defaults),
         "preset_configs": _portable(lambda: entry.presets),
         "name": entry.name, "family": entry.family, "plugin": entry.plugin, "description": entry.description,
+        "can_condition": bool(getattr(cls, "can_condition", False)),  # `zoo list`: cond.
+        "null_label": bool(getattr(cls, "null_label", False)),
         "params": param_count(entry.name),  # at the preset zoo picks with no --preset, on this machine
         "params_preset": _default_preset(entry.name),
         "presets": [{"name": p, "help": helps.get(p, ""), "params": param_count(entry.name, p)}

@@ -101,8 +101,9 @@ def list_cmd(model, refresh):
     else:
         rows = []
         for m in snap["models"]:
-            rows.append([m["name"], m["family"], m["plugin"], _default_params(m), m["description"]])
-        lines = _table(rows, ["model", "family", "plugin", "params", "description"]).split("\n")
+            rows.append([m["name"], m["family"], m["plugin"], _default_params(m),
+                         "yes" if m.get("can_condition") else "-", m["description"]])
+        lines = _table(rows, ["model", "family", "plugin", "params", "cond.", "description"]).split("\n")
         width = max((len(p["name"]) for m in snap["models"] for p in m["presets"]), default=0)
         out = lines[:2]
         for m, row in zip(snap["models"], lines[2:]):
@@ -119,7 +120,9 @@ def list_cmd(model, refresh):
             rows = [[x["name"], x["plugin"], x["description"]] for x in snap["extractors"]]
             click.echo(_table(rows, ["extractor", "plugin", "description"]))
         click.echo("\nparams: with no --preset (the preset zoo picks on this machine in brackets); each --preset "
-                   "line: with that preset.\n`zoo list MODEL` shows a model's settings and sampling options.")
+                   "line: with that preset.\ncond.: the model can be class-conditional (--set "
+                   "model.conditional=true; zoo sample --label).\n`zoo list MODEL` shows a model's settings and "
+                   "sampling options.")
     for f in snap["failures"]:
         click.echo(f"warning: plugin '{f['plugin']}': {f['error']}", err=True)
 
@@ -144,7 +147,7 @@ def _model_detail(snap: dict, name: str) -> str:
           "its defaults, no preset")
     out = [f"{name}: {m['description']}",
            f"family {m['family']}, plugin {m['plugin']}, {_params(m['params'])} parameters with no --preset: {at}",
-           ""]
+           _conditional_line(snap, m), ""]
     if m["presets"]:
         out.append(f"presets (zoo train {name} --preset NAME):")
         out.append(_table([[p["name"], _params(p["params"]), p["help"]] for p in m["presets"]], None, "  "))
@@ -173,6 +176,16 @@ def _model_detail(snap: dict, name: str) -> str:
         out.append(_table([[o["name"], _literal(o["default"]), o["valid"], o["help"]] for o in m["likelihood_options"]],
                           ["option", "default", "valid values", "help"], "  "))
     return "\n".join(out)
+
+
+def _conditional_line(snap: dict, m: dict) -> str:
+    """Whether model ``m`` can be class-conditional, and how (or which models can)."""
+    if m.get("can_condition"):
+        unconditional = ", and unconditionally from a conditional run (--label -1)" if m.get("null_label") else ""
+        return (f"conditional: yes -- --set model.conditional=true trains on the dataset's labels; zoo sample --label "
+                f"draws a class{unconditional}")
+    can = [x["name"] for x in snap["models"] if x.get("can_condition")]
+    return f"conditional: no (models that can: {', '.join(can) or 'none installed'})"
 
 
 @main.group("plugins", invoke_without_command=True)

@@ -9,6 +9,34 @@ OPTION_HELP = ("A sampling option, KEY=VALUE (repeatable): any option the model 
                "(`zoo list MODEL` shows them), e.g. --option sampler=dpm++ --option steps=20.")
 
 
+LABEL_HELP = ("A class-conditional run's classes: --label 7 (every image a 7), --label 3,5 (-n shared between "
+              "them, one grid row each) or --label all (one grid row per class, -n // classes images each).")
+
+
+def label_plan(spec: str | None, cfg, n: int) -> tuple[list[int] | None, int]:
+    """``--label SPEC`` for a run with config ``cfg`` and ``-n n``: the class of each image to draw and the
+    images per grid row (0: a square grid); ``(None, 0)`` without ``--label``. Checked against the run's
+    config only (no torch): labels for an unconditional run, a bad spec or a class out of range are one-line
+    errors."""
+    if spec is None:
+        return None, 0
+    k = cfg.data.get("num_classes") if (cfg.get("model") or {}).get("conditional") else None
+    if not k:
+        raise ZooError(f"--label {spec}: this run of '{cfg.model_name}' is unconditional (trained without "
+                       f"labels); train one with --set model.conditional=true (`zoo list` marks the models that can)")
+    try:
+        classes = list(range(k)) if spec.strip().lower() == "all" else [int(v) for v in spec.split(",")]
+    except ValueError:
+        raise ZooError(f"--label '{spec}': give a class (--label 7), classes (--label 3,5) or all") from None
+    bad = [c for c in classes if not -1 <= c < k]
+    if bad:
+        raise ZooError(f"--label {bad[0]} is out of range: this run has {k} classes (0..{k - 1})")
+    if len(classes) == 1:
+        return classes * n, 0
+    per = max(1, n // len(classes))
+    return [c for c in classes for _ in range(per)], per
+
+
 def option_values(items, **shortcuts) -> dict:
     """``--option KEY=VALUE`` items plus shortcut flags (``sampler=("--sampler", "ddim")`` is ``--option
     sampler=ddim``) as one dict; a key given both ways is an error. Values are YAML scalars; the model's

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import OPTION_HELP, metrics_option, option_values
+from .cli_common import LABEL_HELP, OPTION_HELP, label_plan, metrics_option, option_values
 from .errors import ZooError
 
 @contextlib.contextmanager
@@ -43,6 +43,9 @@ def clean_warnings():
 @click.option("--sampler", help="Shortcut for --option sampler=NAME (DDPM: ddpm, ddim or dpm++).")
 @click.option("--steps", help="Shortcut for --option steps=N (e.g. 50 DDIM steps).")
 @click.option("--eta", help="Shortcut for --option eta=X (DDIM: 0 = deterministic).")
+@click.option("--label", help=LABEL_HELP)
+@click.option("--guidance", help="Shortcut for --option guidance=S: classifier-free guidance weight of a "
+              "conditional run (models that declare it, e.g. DDPM; 0 = plain conditional sampling).")
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True)
 @click.option("--checkpoint", "ckpt", default="last.pt", show_default=True,
               help="Which file in checkpoints/ (best.pt: the best by periodic FID, where the run kept one).")
@@ -54,11 +57,19 @@ def sample_cmd(run_dir, n, out, **opts):
     \b
     Options the model declares go through --option, checked before any work:
       zoo sample runs/ddpm -n 64 --out grid.png --option sampler=dpm++ --option steps=20
+
+    \b
+    A conditional run (model.conditional: true) draws the classes asked for:
+      zoo sample runs/cddpm --label 7 -n 64 --out sevens.png --guidance 2
+      zoo sample runs/cddpm --label all -n 100 --out classes.png
     """
     from . import api
     options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
-                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]))
+                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]),
+                            guidance=("--guidance", opts["guidance"]))
     cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
+    labels, per_row = label_plan(opts["label"], cfg, n)
+    n = len(labels) if labels is not None else n
     from .contract import check_sample_options
     from .registry import registry
     from .images import check_out
@@ -69,9 +80,10 @@ def sample_cmd(run_dir, n, out, **opts):
         model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
                              device=api.pick_device(opts["device"]))
         images = api.sample_images(model, n, seed=opts["seed"], batch_size=opts["batch_size"], progress=True,
-                                   **options)
-        path = api.write_images(images, out)
-    click.echo(f"wrote {n} images to {path}")
+                                   labels=labels, **options)
+        path = api.write_images(images, out, nrow=per_row or None)
+    rows = f" ({per_row} per class, one row each)" if per_row else ""
+    click.echo(f"wrote {n} images{rows} to {path}")
 
 
 # --- comparing ------------------------------------------------------------------------------

@@ -34,13 +34,15 @@ def step_seconds(cfg, budget_seconds: float = PROBE_SECONDS, max_steps: int = 5)
     phases = [(str(p), int(r)) for p, r in model.phases()]
     lo, hi = model.data_range
     x = torch.rand(int(cfg.trainer.batch_size), *model.image_shape, device=device) * (hi - lo) + lo
+    k = model.num_classes  # a conditional run: random labels, as many as images
+    labels = {} if k is None else {"labels": torch.randint(k, (len(x),), device=device)}
 
     def one_step():
         for name, repeats in phases:
             for _ in range(repeats):
                 optimizers[name].zero_grad(set_to_none=True)
                 with autocast(device, amp):
-                    loss = model.training_loss(x, name)["loss"]
+                    loss = model.training_loss(x, name, **labels)["loss"]
                 loss.float().backward()
                 optimizers[name].step()
         if device.type == "cuda":

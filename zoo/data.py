@@ -179,15 +179,27 @@ def holdout_split(n: int, holdout: int | float) -> tuple[torch.Tensor, torch.Ten
 
 
 def load_images(cfg_data, part: str = "train", with_labels: bool = False):
-    """The configured split as uint8 ``(N, C, H, W)`` on the CPU.
+    """The configured split as uint8 ``(N, C, H, W)`` on the CPU (with ``with_labels``: and its labels,
+    ``(N,)`` int64 or None, cut by the same holdout and ``data.limit``).
 
     ``part``: ``train`` (the split minus the holdout), ``holdout`` or ``all``.
     """
+    images, labels = read_split(cfg_data)
+    images, labels = select_part(images, labels, cfg_data, part)
+    return (images, labels) if with_labels else images
+
+
+def read_split(cfg_data):
+    """The configured split in full: ``(images, labels or None)``, as its dataset's loader returns it."""
     from .registry import registry
     entry = registry().dataset(cfg_data.name)
-    split = cfg_data.get("split", "train")
-    images, labels = _read_split(entry, data_root(cfg_data), split, bool(cfg_data.get("download", True)),
-                                 "set data.split")
+    return _read_split(entry, data_root(cfg_data), cfg_data.get("split", "train"),
+                       bool(cfg_data.get("download", True)), "set data.split")
+
+
+def select_part(images, labels, cfg_data, part: str = "train"):
+    """``part`` (``train``, ``holdout`` or ``all``) of a split read by :func:`read_split`, then ``data.limit``:
+    the labels are cut exactly as the images."""
     if part != "all":
         train_idx, hold_idx = holdout_split(len(images), cfg_data.get("holdout", 0))
         idx = train_idx if part == "train" else hold_idx
@@ -198,8 +210,22 @@ def load_images(cfg_data, part: str = "train", with_labels: bool = False):
         images = images[: int(limit)]
         labels = labels[: int(limit)] if labels is not None else None
     if len(images) == 0:
-        raise ZooError(f"dataset '{entry.name}' split '{split}' part '{part}' is empty (check data.holdout/limit)")
-    return (images, labels) if with_labels else images
+        raise ZooError(f"dataset '{cfg_data.name}' split '{cfg_data.get('split', 'train')}' part '{part}' is "
+                       f"empty (check data.holdout/limit)")
+    return images, labels
+
+
+def dataset_classes(cfg_data, labels) -> int | None:
+    """The number of classes of the configured dataset: the count its registration declares (``num_classes=``,
+    mnist: 10), else the largest of ``labels`` (its split's labels, :func:`read_split`) plus one -- a class
+    index, not a count of the classes present, so a class missing from the split keeps its index. None: no
+    labels."""
+    from .registry import registry
+    declared = registry().dataset(cfg_data.name).num_classes
+    if declared:
+        return declared
+    labels = class_labels(cfg_data.name, labels)
+    return int(labels.max()) + 1 if labels is not None and len(labels) else None
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,
@@ -238,7 +264,29 @@ def _read_split(entry, root: Path, split: str, download: bool, fix: str):
     if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.dim() != 4:
         raise ZooError(f"dataset '{entry.name}' loader returned {tuple(getattr(images, 'shape', ()))} "
                        f"{getattr(images, 'dtype', type(images).__name__)}, expected uint8 (N, C, H, W)")
-    return images, labels
+    return images, _as_indices(labels, len(images))
+
+
+def _as_indices(labels, n: int):
+    """A loader's labels as int64 ``(n,)`` when they are ``n`` integer class indices >= 0; anything else as it
+    is (an unconditional run never reads them; :func:`class_labels` says what is wrong for a conditional one)."""
+    try:
+        t = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        return labels
+    integer = not (t.is_floating_point() or t.is_complex())
+    return t.long() if integer and t.dim() == 1 and len(t) == n and (n == 0 or int(t.min()) >= 0) else labels
+
+
+def class_labels(name: str, labels, n: int | None = None):
+    """``labels`` (from :func:`read_split`) when they are class indices -- int64 ``(n,)``, >= 0 -- or None;
+    else a one-line error naming the dataset."""
+    if labels is None or (torch.is_tensor(labels) and labels.dtype == torch.int64 and labels.dim() == 1
+                          and (n is None or len(labels) == n) and (not len(labels) or int(labels.min()) >= 0)):
+        return labels
+    raise ZooError(f"dataset '{name}' loader returned labels that are not {f'{n} ' if n else ''}integer class "
+                   f"indices >= 0 (one per image): return (images, labels) with labels an int64 (N,) tensor, or "
+                   f"images only")
 
 
 def to_model_input(x: torch.Tensor, image_size: int, channels: int, data_range=(-1.0, 1.0),

@@ -85,13 +85,14 @@ class PhaseLoss(nn.Module):
         for name, b in model.named_buffers():
             self.register_buffer(name.replace(".", "__"), b)
 
-    def forward(self, x: torch.Tensor, phase: str):
-        return self.model.training_loss(x, phase)
+    def forward(self, x: torch.Tensor, phase: str, **labels):
+        return self.model.training_loss(x, phase, **labels)  # labels=y only in a conditional run
 
 
 def wrap_phases(model: nn.Module, optimizers: dict, phases, device: torch.device,
                 find_unused: bool = False) -> dict:
-    """``{phase: DDP(PhaseLoss)}``: call it as ``loss_fn(x, phase)``, exactly like ``model.training_loss``."""
+    """``{phase: DDP(PhaseLoss)}``: call it as ``loss_fn(x, phase)`` (``labels=y`` too in a conditional run),
+    exactly like ``model.training_loss``."""
     wrapped = {}
     for phase in dict.fromkeys(name for name, _ in phases):
         params = [p for g in optimizers[phase].param_groups for p in g["params"] if p.requires_grad]

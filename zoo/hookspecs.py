@@ -40,7 +40,8 @@ class RegisterModel(Protocol):
 
 class RegisterDataset(Protocol):
     def __call__(self, name: str, loader: Callable, channels: int, image_size: int, description: str = "",
-                 splits: tuple[str, ...] = ("train", "test"), extractor: str | None = None) -> None:
+                 splits: tuple[str, ...] = ("train", "test"), extractor: str | None = None,
+                 num_classes: int | None = None) -> None:
         """Add dataset ``name``: ``loader(root: Path, split: str, download: bool)`` returns uint8
         ``(N, C, H, W)`` images, or ``(images, labels)``; ``extractor`` names the feature extractor
         made for this data (``zoo eval`` warns when another one scores it)."""
@@ -73,10 +74,12 @@ def zoo_register_models(register: RegisterModel) -> None:
 @hookspec
 def zoo_register_datasets(register: RegisterDataset) -> None:
     """Add datasets: call ``register(name, loader, channels, image_size, description="", splits=("train",
-    "test"), extractor=None)`` once per dataset.
+    "test"), extractor=None, num_classes=None)`` once per dataset.
 
     ``loader(root: Path, split: str, download: bool)`` returns uint8 images ``(N, C, H, W)`` (or
-    ``(images, labels)``); it raises :class:`zoo.ZooError` when the files are missing, naming them and how
+    ``(images, labels)``, labels int64 ``(N,)`` class indices 0..K-1: a conditional run, ``model.conditional:
+    true``, trains on them; ``num_classes=K`` says K without reading the data, else it is the largest label
+    plus one); it raises :class:`zoo.ZooError` when the files are missing, naming them and how
     to point zoo at local copies. Called once per process, when the registry is first used.
     """
 

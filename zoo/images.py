@@ -21,21 +21,26 @@ from .paths import check_writable, nearest_existing, unwritable
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def save_grid(images: torch.Tensor, path: str | Path) -> None:
-    """Save [0, 1] images as one roughly square grid (torchvision's ``make_grid``)."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
+    """Save [0, 1] images as one grid (torchvision's ``make_grid``) of ``nrow`` images a row (default:
+    roughly square)."""
     from torchvision.utils import make_grid, save_image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = max(1, int(math.ceil(math.sqrt(len(images)))))
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
     save_image(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0), path)
 
 
-def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False,
+def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
                   **options) -> torch.Tensor:
     """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
-    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`)."""
+    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`).
+    ``labels`` (a conditional model only): what :meth:`zoo.ZooModel.sample_labels` takes -- None: every
+    class in turn over all ``n`` images."""
     from .progress import Heartbeat
     device = model.device
+    conditional = labels is not None or getattr(model, "num_classes", None) is not None
+    y = model.sample_labels(n, labels) if conditional else None  # an unconditional model never gets labels=
     g = torch.Generator(device=device).manual_seed(int(seed))
     amp = resolve_precision("auto", device)
     out = []
@@ -44,7 +49,7 @@ def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress:
             b = min(batch_size, n - start)
             bar.doing(b)
             with autocast(device, amp):
-                x = model.sample(b, g, **options)
+                x = model.sample(b, g, **options, **({} if y is None else {"labels": y[start:start + b]}))
             out.append(x.float().clamp(0, 1).cpu())
             bar.update(b)
     return torch.cat(out)
@@ -58,16 +63,16 @@ def check_out(out: str | Path) -> None:
     check_writable(out, "--out", folder=out.parent if out.suffix else out)
 
 
-def write_images(images: torch.Tensor, out: str | Path) -> Path:
-    """Save [0, 1] images: a grid for ``*.png``, a uint8 ``(N, H, W, C)`` array
-    (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
+def write_images(images: torch.Tensor, out: str | Path, nrow: int | None = None) -> Path:
+    """Save [0, 1] images: a grid for ``*.png`` (``nrow`` images a row; default: square), a uint8
+    ``(N, H, W, C)`` array (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
     from torchvision.utils import save_image
     from .data import to_uint8
     out = Path(out)
     check_out(out)
     try:
         if out.suffix.lower() == ".png":
-            save_grid(images, out)
+            save_grid(images, out, nrow)
         elif out.suffix.lower() == ".npz":
             import numpy as np
             out.parent.mkdir(parents=True, exist_ok=True)

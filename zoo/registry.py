@@ -73,6 +73,7 @@ class DatasetEntry:
     description: str = ""
     splits: tuple = ("train", "test")
     extractor: str | None = None  # the feature extractor made for this data (zoo eval warns on another)
+    num_classes: int | None = None  # classes of its labels, when known without reading it (mnist: 10)
 
 
 @dataclass
@@ -304,7 +305,8 @@ class Registry:
                                        _plain(config))
 
     def _register_dataset(self, name: str, loader: Callable, channels: int, image_size: int, description: str = "",
-                          splits: tuple[str, ...] = ("train", "test"), extractor: str | None = None) -> None:
+                          splits: tuple[str, ...] = ("train", "test"), extractor: str | None = None,
+                          num_classes: int | None = None) -> None:
         plugin = self._current or "?"
         if name in self.datasets:
             self._fail(plugin, f"dataset name '{name}' is already registered by plugin '{self.datasets[name].plugin}'")
@@ -317,7 +319,7 @@ class Registry:
                                f"got {extractor!r}")
             return
         self.datasets[name] = DatasetEntry(name, loader, plugin, int(channels), int(image_size), description,
-                                           tuple(splits), extractor)
+                                           tuple(splits), extractor, int(num_classes) if num_classes else None)
 
     def _register_extractor(self, name: str, factory: Callable, description: str = "") -> None:
         plugin = self._current or "?"
@@ -512,13 +514,21 @@ def model_config(name: str, preset: str | None = None, file=None, sets=(), overr
     With no ``preset``, a model's preset named ``cpu`` or ``gpu`` is applied when it fits the device the
     run will use (``trainer.device`` after every other layer). The config records the choice in
     ``preset`` and ``preset_reason``."""
+    try:
+        return _model_config(name, preset, dict(file=file, sets=sets, overrides=overrides), sources)
+    except ZooError as e:  # model.conditional where the model does not declare it: it cannot be conditional
+        if "unknown config key 'model.conditional'" in str(e):
+            raise cannot_condition(name) from None
+        raise
+
+
+def _model_config(name: str, preset: str | None, given: dict, sources):
     from .config import resolve, user_layers
     entry = declared(name)
     if preset is not None and preset not in entry.presets:
         raise ZooError(f"model '{name}' has no preset '{preset}'{did_you_mean(preset, entry.presets)}"
                        f" (presets: {', '.join(entry.presets) or 'none'})")
-    layers = dict(file=file, sets=sets, overrides=overrides, user=user_layers(name),
-                  model_label=f"model '{name}' defaults")
+    layers = dict(**given, user=user_layers(name), model_label=f"model '{name}' defaults")
     reason = "--preset"
     if preset is None:
         preset, reason = device_preset(entry.presets, resolve(entry.defaults(), **layers).trainer.device)
@@ -576,7 +586,58 @@ def create_model(name: str, cfg=None, *, preset: str | None = None, **sets) -> Z
     return entry.cls(cfg)
 
 
-def complete_data_config(cfg) -> None:
-    """Fill ``data.channels`` from the dataset when it is not set."""
+_READ = object()
+
+
+def complete_data_config(cfg, labels=_READ) -> None:
+    """Fill ``data.channels`` from the dataset when it is not set. For a conditional run
+    (``model.conditional: true``): check that the model can be conditional, and fill ``data.num_classes``
+    when it is not set (:func:`zoo.data.dataset_classes`: the count the dataset declares, else its largest
+    label plus one) -- a one-line error when the dataset has no labels. ``labels``: the split's labels when
+    the caller has read them (None: it has none), so that they are not read twice."""
     if cfg.data.get("channels") is None:
         cfg.data["channels"] = registry().dataset(cfg.data.name).channels
+    if not (cfg.get("model") or {}).get("conditional"):
+        return
+    name = cfg.get("model_name")
+    if not getattr(registry().model(name).cls, "can_condition", False):
+        raise cannot_condition(name)
+    if cfg.data.get("num_classes") is None:
+        from .data import dataset_classes, read_split
+        if labels is _READ:  # read only where the dataset does not declare its count
+            labels = None if registry().dataset(cfg.data.name).num_classes else read_split(cfg.data)[1]
+        k = dataset_classes(cfg.data, labels)
+        if k is None:
+            raise unlabelled(cfg.data)
+        cfg.data["num_classes"] = k
+
+
+def unlabelled(data) -> ZooError:
+    """A conditional run on a dataset without labels."""
+    where = f" in '{data.get('root')}'" if data.get("root") else ""
+    if data.name == "folder":
+        fix = "put the images in one subfolder per class (data.root/<split>/<class>/*.png)"
+    elif registry().dataset(data.name).num_classes:
+        fix = "its label files were not found next to the images: put them there"
+    else:
+        fix = "use a dataset with labels (mnist, fashion-mnist, cifar10, or a folder with one subfolder per class)"
+    return ZooError(f"model.conditional=true needs class labels, and dataset '{data.name}'{where} (split "
+                    f"{data.get('split', 'train')}) has none: {fix}, or drop model.conditional")
+
+
+def conditional_models() -> list[str]:
+    """The models that can be conditional (``can_condition``): from the `zoo list` index when it is current
+    (no plugin imported), else from the registry."""
+    if _REGISTRY is None and not strict():
+        from . import catalog
+        snap = catalog.current()
+        if snap is not None and not snap["failures"]:
+            return sorted(m["name"] for m in snap["models"] if m.get("can_condition"))
+    return sorted(n for n, e in registry().models.items() if getattr(e.cls, "can_condition", False))
+
+
+def cannot_condition(name: str) -> ZooError:
+    """``model.conditional: true`` for a model without ``can_condition``."""
+    can = conditional_models()
+    return ZooError(f"model '{name}' cannot be conditional (model.conditional=true): models that can: "
+                    f"{', '.join(can) if can else 'none installed'} (`zoo list` marks them)")

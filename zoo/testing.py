@@ -69,7 +69,12 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       several phases: all losses stay finite);
     * ``state_dict``: after ``after_training``, a fresh model loaded from a ``weights_only`` round trip of
       ``state_dict()`` -- and a deep copy, as the trainer's EMA makes -- draws the same samples: nothing
-      sampling depends on lives outside the state dict.
+      sampling depends on lives outside the state dict;
+    * ``conditional`` (models with ``can_condition``): built again with ``model.conditional=true`` and
+      ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
+      loss; ``after_training`` takes ``(x, labels)`` pairs; then ``sample(n, g, labels=...)`` has the shape
+      and device of the model; the same seed and labels give the same images, other labels other images;
+      label 10, or a label count that is not ``n``, is a one-line ZooError.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
@@ -263,8 +268,51 @@ def _check_state_dict(s: _Subject) -> None:
         raise s.fail("a deep copy (as the trainer's EMA makes) samples differently")
 
 
+def _check_conditional(s: _Subject) -> None:
+    """A model with ``can_condition``, built with ``model.conditional=true`` and 10 classes: labels reach
+    ``training_loss`` and ``sample``; same seed and labels, same images; other labels, other images; a label
+    out of range is a one-line ZooError."""
+    from .registry import create_model, model_config, registry
+    if not getattr(registry().model(s.name).cls, "can_condition", False):
+        return
+    cfg = model_config(s.name, preset=s.preset, sets=[*s.sets, "model.conditional=true", "data.num_classes=10"])
+    torch.manual_seed(0)
+    model = create_model(s.name, cfg)
+    if model.num_classes != 10:
+        raise s.fail(f"built with model.conditional=true and 10 classes, num_classes is {model.num_classes!r} "
+                     f"(ZooModel.__init__ sets it: call super().__init__(cfg))")
+    y = torch.arange(len(s.x), device=model.device) % 10
+    for phase, _ in model.phases():
+        loss = model.training_loss(s.x, phase, labels=y)["loss"]
+        if not (torch.is_tensor(loss) and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad):
+            raise s.fail(f"training_loss(x, '{phase}', labels=y) must give a finite scalar loss with grad")
+    with torch.no_grad():  # a conditional run's after_training gets (x, labels) pairs (e.g. per-class fits)
+        model.after_training(iter([(s.x, y)]))
+    model.eval()
+    n, shape = s.n_samples, tuple(model.image_shape)
+
+    def draw(labels, seed=0):
+        return model.sample(n, torch.Generator().manual_seed(seed), labels=labels)
+    first = draw(torch.full((n,), 3, device=model.device))
+    if tuple(first.shape) != (n, *shape) or first.device != model.device:
+        raise s.fail(f"sample({n}, g, labels=...) gave {tuple(first.shape)} on {first.device}, expected "
+                     f"{(n, *shape)} on {model.device}")
+    if not torch.equal(first, draw(3)) or not torch.equal(first, draw([3] * n)):
+        raise s.fail("sample() with the same seed and labels (a tensor, an int, a list) gave different images")
+    if torch.equal(first, draw(4)):
+        raise s.fail("sample() with labels 3 and 4 gave the same images: the labels are ignored")
+    for bad, what in ((10, "label 10 with 10 classes"), ([3] * (n + 1), f"{n + 1} labels for {n} images")):
+        try:
+            draw(bad)
+        except ZooError as e:
+            if "\n" in str(e):
+                raise s.fail(f"{what} must be a one-line ZooError, got: {e}") from None
+        else:
+            raise s.fail(f"sample() accepted {what}: check labels with self.sample_labels(n, labels)")
+
+
 MODEL_CLAUSES = (_check_registration, _check_construction, _check_input, _check_optimizers, _check_training_loss,
-                 _check_sample, _check_reconstruct, _check_learning, _check_state_dict)
+                 _check_sample, _check_reconstruct, _check_learning, _check_state_dict, _check_conditional)
 """The clauses of the model contract, in the order :func:`check_model_contract` checks them."""
 
 
@@ -279,7 +327,8 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
     * it is registered with a description, ``channels`` and ``image_size`` >= 1, and ``split`` among
       its ``splits``; the extractor it declares (if any) is registered;
     * ``zoo.load_dataset(name, split, root)`` gives uint8 ``(N, C, H, W)`` with ``N >= 1`` and
-      ``C == channels``; labels, when the loader returns them, are ``N`` integers;
+      ``C == channels``; labels, when the loader returns them, are ``N`` integers (below the registered
+      ``num_classes``, when it is given);
     * loading twice gives the same images in the same order (holdouts depend on it);
     * zoo's pipeline maps a batch to the registered ``image_size`` in the model range;
     * with no files (an empty folder, downloads off) the loader raises :class:`zoo.ZooError` -- a
@@ -287,7 +336,7 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
       fails the check.
     """
     from .config import parse_set
-    from .data import load_dataset, to_model_input
+    from .data import class_labels, load_dataset, to_model_input
     from .registry import registry
 
     def fail(what: str) -> AssertionError:
@@ -310,17 +359,22 @@ def check_dataset(name: str, *, split: str | None = None, root: str | os.PathLik
         raise fail(f"declares extractor '{entry.extractor}', which is not registered "
                    f"(known: {', '.join(sorted(reg.extractors))})")
 
-    images, labels = load_dataset(name, split, root, with_labels=True)
+    try:
+        images, labels = load_dataset(name, split, root, with_labels=True)
+        labels = class_labels(name, labels, len(images))
+    except ZooError as e:  # zoo's own checks of what the loader returns (uint8 images, integer labels)
+        if str(e).startswith(f"dataset '{name}' loader returned"):
+            raise fail(str(e).removeprefix(f"dataset '{name}' ")) from None
+        raise
     if len(images) == 0:
         raise fail(f"split '{split}' holds no images")
     if images.shape[1] != entry.channels:
         raise fail(f"the loader returns {tuple(images.shape)}: {images.shape[1]} channels, registered "
                    f"channels={entry.channels} (images are (N, C, H, W), not (N, H, W, C))")
-    if labels is not None:
-        if not (torch.is_tensor(labels) and labels.dim() == 1 and len(labels) == len(images)
-                and not labels.is_floating_point()):
-            raise fail(f"labels must be {len(images)} integers (a (N,) tensor), got "
-                       f"{tuple(getattr(labels, 'shape', ()))} {getattr(labels, 'dtype', type(labels).__name__)}")
+    if labels is not None and entry.num_classes:
+        if not int(labels.max()) < entry.num_classes:
+            raise fail(f"labels {int(labels.min())}..{int(labels.max())} are not class indices "
+                       f"0..{entry.num_classes - 1} (registered num_classes={entry.num_classes})")
     again = load_dataset(name, split, root)
     if not torch.equal(images, again):
         raise fail("loading the split twice gave other images (or another order): make the loader deterministic")

@@ -46,7 +46,7 @@ from . import checkpoint, distributed, rundir
 from .batches import Batches
 from .config import Config
 from .contract import fits_after_training
-from .data import data_root, load_images, to_model_input
+from .data import class_labels, data_root, read_split, select_part, to_model_input
 from .device import autocast, resolve_device, resolve_precision
 from .ema import EMA
 from .errors import ZooError
@@ -131,9 +131,12 @@ class Run:
             require_tensorboard()
         self.on_main(lambda: rundir.check_target(out_dir, resume, force))
 
-        complete_data_config(cfg)
         self.entry = registry().model(cfg.model_name)
-        self.data = load_images(cfg.data, "train").to(self.device, non_blocking=True)  # may download
+        images, labels = read_split(cfg.data)  # may download
+        complete_data_config(cfg, labels)  # a conditional run: data.num_classes from the labels
+        images, labels = select_part(images, conditional_labels(cfg, labels, len(images)), cfg.data, "train")
+        self.data = images.to(self.device, non_blocking=True)
+        self.labels = labels.to(self.device, non_blocking=True) if labels is not None else None  # conditional
         cfg.data["root"] = str(data_root(cfg.data).resolve())  # recorded in config.yaml: resume reads it
 
         # Seeding: the model's init depends on cfg.seed alone; each process then gets its own stream.
@@ -272,7 +275,8 @@ class Run:
             n_params=sum(p.numel() for p in self.model.parameters()),
             device=f"{self.device}, {precision}, {self.ddp.world} process{'es' if self.ddp.world > 1 else ''}"
                    + (" under DistributedDataParallel" if self.ddp.group else ""),
-            data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}",
+            data=f"{data.name} (split {data.get('split', 'train')}), {len(self.data):,} images, from {data.root}"
+                 + (f"; conditional: {self.model.num_classes} classes" if self.labels is not None else ""),
             per_epoch=f"{self.batches.per_epoch:,} batches of {int(self.t.batch_size)} per epoch")
 
     def restore(self) -> None:
@@ -312,10 +316,12 @@ class Run:
 
     def train_step(self) -> None:
         """One batch through every ``(optimizer, repeats)`` phase, then schedules and EMA."""
-        x = self.prepare(self.data[self.batches.next()])
+        idx = self.batches.next()
+        x = self.prepare(self.data[idx])
+        y = self.labels[idx] if self.labels is not None else None  # the same images' labels
         for phase, repeats in self.phases:
             for _ in range(repeats):
-                self.optimizer_step(x, phase, repeats)
+                self.optimizer_step(x, y, phase, repeats)
         self.accum_n += 1
         for s in self.schedulers.values():
             s.step()
@@ -328,11 +334,12 @@ class Run:
         if self.ddp.group and self.max_seconds is not None:  # one clock for a time budget and schedule
             self.train_seconds = distributed.from_main(self.train_seconds, self.device)
 
-    def optimizer_step(self, x: torch.Tensor, phase: str, repeats: int) -> None:
+    def optimizer_step(self, x: torch.Tensor, y: torch.Tensor | None, phase: str, repeats: int) -> None:
+        """One phase on batch ``x`` (labels ``y`` in a conditional run, else None)."""
         t, opt, scaler = self.t, self.optimizers[phase], self.scalers[phase]
         opt.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
-            out = self.loss(x, phase)
+            out = self.loss(x, y, phase)
         loss = out["loss"]
         if self.check_every_step:
             finite = bool(torch.isfinite(loss.detach()).all())
@@ -355,9 +362,9 @@ class Run:
             v = v.detach().float() / repeats
             self.accum[key] = self.accum[key] + v if key in self.accum else v.clone()
 
-    def loss(self, x: torch.Tensor, phase: str) -> dict:
-        try:
-            return self.loss_fns[phase](x, phase)
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None, phase: str) -> dict:
+        try:  # labels= only for a conditional run: an unconditional model is called exactly as always
+            return self.loss_fns[phase](x, phase) if y is None else self.loss_fns[phase](x, phase, labels=y)
         except RuntimeError as e:
             if self.ddp.group and "find_unused_parameters" in str(e):
                 raise ZooError(f"model '{self.cfg.model_name}' under DDP: a parameter of optimizer '{phase}' got "
@@ -428,11 +435,15 @@ class Run:
         rest follow in one batch when they fit in the bound, else a chunk at a time while the next chunk
         fits. Returns the images and how many were asked for."""
         n, bound = int(self.t.n_samples), self.t.grid_seconds
+        labels = grid_labels(n, self.model.num_classes).to(self.device) if self.labels is not None else None
+        n = n if labels is None else len(labels)
         g = torch.Generator(device=self.device).manual_seed(int(self.cfg.seed))
         start = time.perf_counter()
         with self.sampling() as m:
+            def sample(k: int, at: int) -> torch.Tensor:
+                return m.sample(k, g) if labels is None else m.sample(k, g, labels=labels[at:at + k])
             first = n if bound is None else min(n, GRID_CHUNK)
-            chunks = [m.sample(first, g)]
+            chunks = [sample(first, 0)]
             per_image = (time.perf_counter() - start) / first
             drawn = first
             while drawn < n and not (should_stop and should_stop()):
@@ -440,13 +451,14 @@ class Run:
                 k = n - drawn if per_image * (n - drawn) <= left else min(GRID_CHUNK, n - drawn)
                 if per_image * k > left:
                     break
-                chunks.append(m.sample(k, g))
+                chunks.append(sample(k, drawn))
                 drawn += k
         return torch.cat(chunks), n
 
     def write_grid(self, path: Path, tag: str = "samples", should_stop: Callable[[], bool] | None = None) -> None:
         images, asked = self.draw_samples(should_stop)
-        save_grid(images, path)
+        k = self.model.num_classes if self.labels is not None else None
+        save_grid(images, path, nrow=asked // k if k and asked >= k else None)  # conditional: a row per class
         if self.runlog:
             self.runlog.images(tag, images, self.step)
         if len(images) < asked:
@@ -548,10 +560,12 @@ class Run:
         return RunResult(self.out_dir, self.step, self.train_seconds, "interrupted" if interrupted else "finished",
                          self.resume_command() if interrupted else None)
 
-    def one_pass(self) -> Iterator[torch.Tensor]:
-        """The training images once, in batches, as the model sees them (for ``after_training``)."""
+    def one_pass(self) -> Iterator:
+        """The training images once, in batches, as the model sees them (for ``after_training``); in a
+        conditional run each item is a pair ``(x, labels)``."""
         for i in range(0, len(self.data), int(self.t.batch_size)):
-            yield self.prepare(self.data[i:i + int(self.t.batch_size)])
+            x = self.prepare(self.data[i:i + int(self.t.batch_size)])
+            yield x if self.labels is None else (x, self.labels[i:i + int(self.t.batch_size)])
 
     def resume_command(self) -> str:
         gpus = (f" --gpus {self.ddp.world}" + (" --device cpu" if self.device.type == "cpu" else "")
@@ -575,6 +589,28 @@ class Run:
             self.runlog.close()
             self.runlog = None
         self.release_lock()
+
+
+def conditional_labels(cfg: Config, labels, n: int) -> torch.Tensor | None:
+    """The labels of a split of ``n`` images for a conditional run (class indices below ``data.num_classes``),
+    None for another run."""
+    if not cfg.model.get("conditional"):
+        return None
+    from .registry import unlabelled
+    labels = class_labels(cfg.data.name, labels, n)
+    if labels is None:
+        raise unlabelled(cfg.data)
+    k, top = int(cfg.data.num_classes), int(labels.max())
+    if top >= k:
+        raise ZooError(f"dataset '{cfg.data.name}' has label {top}, but data.num_classes={k}: set "
+                       f"data.num_classes={top + 1} or leave it unset (zoo counts the classes)")
+    return labels
+
+
+def grid_labels(n: int, k: int) -> torch.Tensor:
+    """Labels of a conditional run's sample grid: one row per class (``n // k`` images each) where ``n``
+    allows, else the first ``n`` classes."""
+    return torch.arange(k).repeat_interleave(n // k) if n >= k else torch.arange(n)
 
 
 def diverged(out_dir: Path, step: int, phase, values: dict, window=None) -> TrainingDiverged:
