@@ -71,10 +71,13 @@ def extra_columns(rows) -> list[str]:
 
 def shown_scores(rows) -> list[Score]:
     """The scores of the metrics a leaderboard shows: those computed by default, those of the model
-    (the likelihood), and any other one that some row measured -- the ranked FID's first."""
+    (the likelihood), and any other one that some row measured -- the ranked FID's first. Metrics that
+    judge conditioning (label accuracy, intra-class FID) show once some row is a conditional run's, with
+    ``—`` for the unconditional ones."""
     rows = [Row.of(r) for r in rows]
     return [s for m in registered().values()
-            if m.default or not m.on_samples or any(r.get(sc.key) is not None for r in rows for sc in m.scores)
+            if (m.default and not m.conditional) or not m.on_samples
+            or any(r.get(sc.key) is not None for r in rows for sc in m.scores)
             for s in m.scores]
 
 

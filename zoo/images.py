@@ -30,12 +30,25 @@ def save_grid(images: torch.Tensor, path: str | Path) -> None:
     save_image(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0), path)
 
 
-def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False,
+def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
                   **options) -> torch.Tensor:
     """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
-    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`)."""
+    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`).
+    ``labels``: for a conditional run, as :meth:`zoo.ZooModel.sample_labels` takes them (None: every class
+    in turn over all ``n`` images); see :func:`sample_labelled`."""
+    return sample_labelled(model, n, seed, batch_size, progress, labels, **options)[0]
+
+
+def sample_labelled(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
+                    **options) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(images, labels)``: :func:`sample_images`, and the ``(n,)`` int64 CPU labels the images were asked
+    for -- for a conditional run (``model.num_classes`` set) ``labels`` checked by the model
+    (``None``: balanced, image i asks for class i % K, across batches), else None (the model is called
+    without ``labels=``, as before; labels given to an unconditional run are a one-line error)."""
     from .progress import Heartbeat
     device = model.device
+    y = None if labels is None and getattr(model, "num_classes", None) is None else \
+        model.sample_labels(n, labels, device=torch.device("cpu"))
     g = torch.Generator(device=device).manual_seed(int(seed))
     amp = resolve_precision("auto", device)
     out = []
@@ -43,11 +56,12 @@ def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             bar.doing(b)
+            asked = {} if y is None else {"labels": y[start:start + b].to(device)}
             with autocast(device, amp):
-                x = model.sample(b, g, **options)
+                x = model.sample(b, g, **asked, **options)
             out.append(x.float().clamp(0, 1).cpu())
             bar.update(b)
-    return torch.cat(out)
+    return torch.cat(out), y
 
 
 def check_out(out: str | Path) -> None:
