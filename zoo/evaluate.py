@@ -169,7 +169,8 @@ def _evaluate_model(model, reference, spec: EvalSpec, labels=None) -> dict:
         t = time.perf_counter()
         images, asked = sample_labelled(model, n, seed=spec.seed, batch_size=spec.batch_size,
                                         progress=spec.progress, labels=labels, **options)
-        extra = {"seconds_sampling": round(time.perf_counter() - t, 3), "num_classes": getattr(model, "num_classes", None)}
+        extra = {"seconds_sampling": round(time.perf_counter() - t, 3),
+                 "num_classes": getattr(model, "num_classes", None)}
         if asked is not None:
             extra["sample_labels"] = "balanced (image i asks for class i % num_classes)" if labels is None else \
                 "given"
