@@ -2,6 +2,7 @@
 (`zoo eval RUN --guidance 0,1,2`) and compare's columns. A stand-in conditional model draws real digits of
 the class asked for; its `guidance` option mixes in noise."""
 import json
+import re
 
 import pytest
 import torch
@@ -115,6 +116,17 @@ def test_intra_class_fid_small_for_the_same_class_and_large_for_another(digits, 
     assert all(s < o for s, o in zip(same["intra_fid_per_class"], other["intra_fid_per_class"]))
 
 
+def test_images_with_labels_in_their_npz_are_judged_from_the_cli(digits, tmp_path, cache):
+    from zoo.images import write_images
+    (images, labels), _ = digits
+    write_images(images[:300].float() / 255, tmp_path / "x.npz", labels=(labels[:300] + 1) % 10)
+    r = cli("eval", "--images", tmp_path / "x.npz", "--set", "data.split=test", "--set", "data.holdout=1000",
+            "--metrics", "label-acc", "-n", 200, "--cache-dir", cache, "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["n"] == 200 and got["label_accuracy"] < 0.05 and got["label_accuracy_real"] > 0.97
+
+
 def test_unlabelled_samples_omit_the_conditional_metrics(digits, cache):
     (images, _), _ = digits
     r = evaluate(images, data=DATA, metrics="fid,label-acc,intra-fid", cache_dir=cache)
@@ -163,6 +175,7 @@ def test_guidance_sweep_gives_a_table_eval_json_and_a_plot(standins, tmp_path, c
     ("realdigits", True, ["--guidance", "0,x"], "--guidance '0,x': expected a scale"),
     ("realdigits", True, ["--out", "p.png"], "--out is where a guidance sweep's plot goes"),
     ("realdigits", True, ["--guidance", "0,1", "--option", "guidance=3"], "both set 'guidance'"),
+    ("realdigits", True, ["--guidance", "0,1", "--nll"], "--nll with a guidance sweep"),
 ])
 def test_bad_guidance_is_a_one_line_error(standins, tmp_path, name, conditional, args, needle):
     run = make_run(tmp_path / "run", name, conditional)
@@ -175,6 +188,7 @@ def test_compare_shows_label_columns_with_a_dash_for_unconditional_runs(standins
     runs = [make_run(tmp_path / "cond", "realdigits"), make_run(tmp_path / "plain", "realdigits", conditional=False)]
     r = cli("compare", *runs, "--out", tmp_path / "cmp", "-n", 300)
     assert r.exit_code == 0, r.output
+    assert re.search(r"\[compare\] cond \(\d/2\): FID [\d.]+, label acc (0\.9\d\d|1\.000)", r.output), r.output
     rows = {row["model"]: row for row in json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())["rows"]}
     assert rows["cond"]["label_accuracy"] > 0.97 and rows["cond"]["intra_fid"] is not None
     assert rows["plain"]["label_accuracy"] is None and rows["plain"]["intra_fid"] is None

@@ -29,7 +29,8 @@ def result_table(r: dict) -> str:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--images", "images_path", type=click.Path(),
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
-                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
+                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory. An .npz "
+                   "with 'labels' (the class of each image) also gets label accuracy and intra-class FID.")
 @click.option("-n", "n", type=click.IntRange(2),
               help="Samples to draw [default: 10000]; with --images, use the first N.")
 @metrics_option("Comma-separated: {choices}, or a plugin's; none with --nll for the likelihood alone. "
@@ -96,10 +97,11 @@ def eval_cmd(run_dir, images_path, **opts):
         else:
             from .config import BASE, base_config, merge
             from .evaluate import evaluate
-            from .images import read_images
+            from .images import read_images, read_labels
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
-            result = evaluate(read_images(images_path), opts["reference"], spec, data=data)
+            result = evaluate(read_images(images_path), opts["reference"], spec, data=data,
+                              labels=read_labels(images_path))
             result["images"] = str(images_path)
     import torch
     from . import __version__
@@ -146,6 +148,9 @@ def _eval_settings(run_dir, images_path, opts: dict):
     scales = parse_guidance(opts["guidance"])
     if len(scales) > 1 and any(str(item).split("=")[0].strip() == "guidance" for item in opts["option_items"]):
         raise ZooError("--guidance and --option guidance=... both set 'guidance': give it once")
+    if len(scales) > 1 and opts["nll"]:
+        raise ZooError("--nll with a guidance sweep: the likelihood does not change with the sampling guidance -- "
+                       "measure it once with zoo eval RUN --nll --metrics none")
     if opts["plot"] is not None:
         if len(scales) < 2:
             raise ZooError("--out is where a guidance sweep's plot goes: add --guidance with several scales "

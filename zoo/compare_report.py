@@ -287,8 +287,8 @@ img{{max-width:100%;}}</style></head>
 <body><h1>{html.escape(title)}</h1><ul>{ctx}</ul>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <p>{ABSENT}: not measured for that model (bits/dim needs a model with a likelihood and --nll; modes and class KL
-need the digit classifier; label acc and intra-FID need a conditional run). Ranked by the FID of each model's best checkpoint by periodic FID; FID last is its
-last checkpoint's.</p>
+need the digit classifier; label acc and intra-FID need a conditional run). Ranked by the FID of each model's
+best checkpoint by periodic FID; FID last is its last checkpoint's.</p>
 <h2>Samples</h2><img id="samples" alt="samples" src="{_data_uri(files['samples'])}">
 <h2>Training curves</h2><img id="curves" alt="curves" src="{_data_uri(files['curves'])}">
 <h2 id="memorisation">Memorisation check</h2>

@@ -40,6 +40,8 @@ def score_all(entries: list[Entry], errors: dict, spec: CompareSpec, echo=print)
                     _score(e, row, spec, echo)
                 last = f", last {row.get('fid_last'):.2f}" if row.get("fid_last") is not None and \
                     row.get("best_step") is not None else ""
+                if row.get("label_accuracy") is not None:   # a conditional run
+                    last += f", label acc {row.get('label_accuracy'):.3f}"
                 echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row.get('fid'):.2f}{last} "
                      f"(scored in {_duration(time.time() - t0)})")
             except Exception as ex:  # noqa: BLE001

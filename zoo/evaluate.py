@@ -140,6 +140,7 @@ def evaluate(images_or_model, reference=None, spec: EvalSpec | None = None, labe
         if spec.n > len(images):
             raise ZooError(f"-n {spec.n} but only {len(images)} images were given")
         images = images[:spec.n]
+        labels = None if labels is None else torch.as_tensor(labels).reshape(-1)[:spec.n]
     cfg = spec.config if spec.config is not None else Config({"data": dict(spec.data or {})})
     ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
     result = evaluate_images(images, ref, replace(spec, config=cfg), labels=labels)

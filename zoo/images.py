@@ -72,9 +72,10 @@ def check_out(out: str | Path) -> None:
     check_writable(out, "--out", folder=out.parent if out.suffix else out)
 
 
-def write_images(images: torch.Tensor, out: str | Path) -> Path:
+def write_images(images: torch.Tensor, out: str | Path, labels=None) -> Path:
     """Save [0, 1] images: a grid for ``*.png``, a uint8 ``(N, H, W, C)`` array
-    (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
+    (key ``images``; with ``labels``, the class each image was asked for, also key ``labels``, which
+    ``zoo eval --images`` reads) for ``*.npz``, else one PNG per image in the folder ``out``."""
     from torchvision.utils import save_image
     from .data import to_uint8
     out = Path(out)
@@ -85,7 +86,8 @@ def write_images(images: torch.Tensor, out: str | Path) -> Path:
         elif out.suffix.lower() == ".npz":
             import numpy as np
             out.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+            extra = {} if labels is None else {"labels": torch.as_tensor(labels).to(torch.int64).cpu().numpy()}
+            np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy(), **extra)
         else:
             out.mkdir(parents=True, exist_ok=True)
             for i, img in enumerate(images):
@@ -163,6 +165,21 @@ def read_images(path) -> torch.Tensor:
         raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
     return as_uint8_images(array, what=f"'{path}'")
+
+
+def read_labels(path) -> torch.Tensor | None:
+    """The ``labels`` array of an ``.npz`` of images (the class each image was asked for, as ``zoo sample``
+    writes it for a conditional run) as int64, or None when there is none."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as loaded:
+        if "labels" not in loaded.files or "images" not in loaded.files:
+            return None
+        labels = loaded["labels"]
+    if labels.dtype.kind not in "iu":
+        raise ZooError(f"'{path}': its labels are {labels.dtype}, not integer class labels")
+    return torch.from_numpy(labels.astype(np.int64)).reshape(-1)
 
 
 def _read_folder(folder: Path) -> torch.Tensor:
