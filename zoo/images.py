@@ -21,12 +21,13 @@ from .paths import check_writable, nearest_existing, unwritable
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def save_grid(images: torch.Tensor, path: str | Path) -> None:
-    """Save [0, 1] images as one roughly square grid (torchvision's ``make_grid``)."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
+    """Save [0, 1] images as one grid (torchvision's ``make_grid``) of ``nrow`` images a row (default:
+    roughly square)."""
     from torchvision.utils import make_grid, save_image
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = max(1, int(math.ceil(math.sqrt(len(images)))))
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
     save_image(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=1.0), path)
 
 
@@ -72,17 +73,17 @@ def check_out(out: str | Path) -> None:
     check_writable(out, "--out", folder=out.parent if out.suffix else out)
 
 
-def write_images(images: torch.Tensor, out: str | Path, labels=None) -> Path:
-    """Save [0, 1] images: a grid for ``*.png``, a uint8 ``(N, H, W, C)`` array
-    (key ``images``; with ``labels``, the class each image was asked for, also key ``labels``, which
-    ``zoo eval --images`` reads) for ``*.npz``, else one PNG per image in the folder ``out``."""
+def write_images(images: torch.Tensor, out: str | Path, nrow: int | None = None, labels=None) -> Path:
+    """Save [0, 1] images: a grid for ``*.png`` (``nrow`` images a row; default: square), a uint8
+    ``(N, H, W, C)`` array (key ``images``; with ``labels``, the class each image was asked for, also key
+    ``labels``, which ``zoo eval --images`` reads) for ``*.npz``, else one PNG per image in the folder ``out``."""
     from torchvision.utils import save_image
     from .data import to_uint8
     out = Path(out)
     check_out(out)
     try:
         if out.suffix.lower() == ".png":
-            save_grid(images, out)
+            save_grid(images, out, nrow)
         elif out.suffix.lower() == ".npz":
             import numpy as np
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,8 +169,8 @@ def read_images(path) -> torch.Tensor:
 
 
 def read_labels(path) -> torch.Tensor | None:
-    """The ``labels`` array of an ``.npz`` of images (the class each image was asked for, as ``zoo sample``
-    writes it for a conditional run) as int64, or None when there is none."""
+    """The ``labels`` array of an ``.npz`` of images (the class each image was asked for, as
+    ``write_images(images, "x.npz", labels=y)`` writes it) as int64, or None when there is none."""
     p = Path(path).expanduser()
     if p.suffix.lower() != ".npz" or not p.is_file():
         return None
