@@ -201,3 +201,30 @@ def test_compare_shows_label_columns_with_a_dash_for_unconditional_runs(standins
         if len(cells) == len(cols) and cells[1] in rows:
             acc = cells[cols.index("label acc ↑")]
             assert (acc == "—") == (cells[1] == "plain"), line
+
+
+class FitsAfterTraining(RealDigits):
+    """Keeps the first item ``after_training`` gets (as the AE's per-class latent density would read it)."""
+    def after_training(self, batches):
+        self.first = next(iter(batches))
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_compare_refits_a_best_checkpoint_with_aligned_labels_when_conditional(mnist_root, conditional):
+    from zoo.compare_score import finish_training
+    from zoo.registry import complete_data_config, model_config
+    from zoo.testing import registry_with
+    with registry_with("datasets", standins=StandIns()):
+        cfg = model_config("realdigits", sets=MNIST_SETS + [f"model.conditional={str(conditional).lower()}"])
+        cfg.data["num_classes"] = 10 if conditional else None
+        complete_data_config(cfg)
+        model = FitsAfterTraining(cfg)
+        finish_training(model)
+    images, labels = load_images(cfg.data, "train", with_labels=True)
+    bs = int(cfg.trainer.batch_size)
+    if conditional:
+        x, y = model.first
+        assert x.shape[0] == bs and torch.equal(y, labels[:bs])
+    else:
+        assert torch.is_tensor(model.first) and model.first.shape[0] == bs
+
