@@ -142,23 +142,11 @@ def _eval_settings(run_dir, images_path, opts: dict):
     ``(spec, sampling options, --set overrides, guidance scales of a sweep or [])``."""
     from .config import parse_options, parse_set
     from .eval_inputs import check_images_path
-    from .guidance_sweep import parse_guidance
+    from .guidance_sweep import check_sweep_args, parse_guidance
     from .metrics import parse_metrics
     from .specs import EvalSpec
     scales = parse_guidance(opts["guidance"])
-    if len(scales) > 1 and any(str(item).split("=")[0].strip() == "guidance" for item in opts["option_items"]):
-        raise ZooError("--guidance and --option guidance=... both set 'guidance': give it once")
-    if len(scales) > 1 and opts["nll"]:
-        raise ZooError("--nll with a guidance sweep: the likelihood does not change with the sampling guidance -- "
-                       "measure it once with zoo eval RUN --nll --metrics none")
-    if opts["plot"] is not None:
-        if len(scales) < 2:
-            raise ZooError("--out is where a guidance sweep's plot goes: add --guidance with several scales "
-                           "(e.g. --guidance 0,1,2,4)")
-        if Path(opts["plot"]).suffix.lower() != ".png":
-            raise ZooError(f"--out {opts['plot']}: the sweep's plot is a .png file")
-        from .paths import check_writable
-        check_writable(opts["plot"], "--out", folder=Path(opts["plot"]).parent)
+    check_sweep_args(scales, opts["option_items"], opts["nll"], opts["plot"])
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")

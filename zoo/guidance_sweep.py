@@ -37,6 +37,26 @@ def parse_guidance(text: str | None) -> list[float]:
     return values
 
 
+def check_sweep_args(scales, option_items, nll: bool, plot) -> None:
+    """One-line errors for what does not go with a sweep (several ``scales``): ``--option guidance=`` too,
+    ``--nll``, and a ``--out`` plot without a sweep or not a writable .png."""
+    sweep = len(scales) > 1
+    if sweep and any(str(item).split("=")[0].strip() == "guidance" for item in option_items):
+        raise ZooError("--guidance and --option guidance=... both set 'guidance': give it once")
+    if sweep and nll:
+        raise ZooError("--nll with a guidance sweep: the likelihood does not change with the sampling guidance -- "
+                       "measure it once with zoo eval RUN --nll --metrics none")
+    if plot is None:
+        return
+    if not sweep:
+        raise ZooError("--out is where a guidance sweep's plot goes: add --guidance with several scales "
+                       "(e.g. --guidance 0,1,2,4)")
+    if Path(plot).suffix.lower() != ".png":
+        raise ZooError(f"--out {plot}: the sweep's plot is a .png file")
+    from .paths import check_writable
+    check_writable(plot, "--out", folder=Path(plot).parent)
+
+
 def check_guidance(cls, cfg, run_dir) -> None:
     """One-line errors, before the model is loaded: the model declares no ``guidance`` sampling option, or
     the run is not conditional."""
