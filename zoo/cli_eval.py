@@ -29,7 +29,8 @@ def result_table(r: dict) -> str:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--images", "images_path", type=click.Path(),
               help="Score these images instead of a run's samples: a folder of PNGs, or an .npz/.npy array "
-                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory.")
+                   "(uint8 0-255 or float 0-1; (N,H,W), (N,C,H,W) or (N,H,W,C)). Not a run directory. An .npz "
+                   "with 'labels' (the class of each image) also gets label accuracy and intra-class FID.")
 @click.option("-n", "n", type=click.IntRange(2),
               help="Samples to draw [default: 10000]; with --images, use the first N.")
 @metrics_option("Comma-separated: {choices}, or a plugin's; none with --nll for the likelihood alone. "
@@ -43,6 +44,11 @@ def result_table(r: dict) -> str:
 @click.option("--sampler", help="Shortcut for --option sampler=NAME (DDPM: ddpm, ddim or dpm++).")
 @click.option("--steps", help="Shortcut for --option steps=N.")
 @click.option("--eta", help="Shortcut for --option eta=X.")
+@click.option("--guidance", metavar="W[,W...]", help="Classifier-free guidance scale of a conditional run (models that "
+              "declare it, e.g. ddpm): one value is --option guidance=W; several (0,1,2,4) are a sweep: FID, "
+              "intra-class FID and label accuracy at each, a table, eval.json and a plot.")
+@click.option("--out", "plot", type=click.Path(dir_okay=False), help="With a guidance sweep: the plot to write "
+              "[default: RUN_DIR/guidance.png].")
 @click.option("--nll", is_flag=True, help="Also measure the likelihood: bits/dim of the held-out images, for "
               "models that implement log_likelihood (— for the others).")
 @click.option("--nll-n", type=click.IntRange(1), help="With --nll: use the first N held-out images [default: all].")
@@ -76,24 +82,26 @@ def eval_cmd(run_dir, images_path, **opts):
       zoo eval runs/ddpm --option sampler=ddim --option steps=50
       zoo eval runs/vae -n 2000 --metrics fid,is --reference holdout
       zoo eval runs/vae --nll --nll-option samples=256 --metrics none
+      zoo eval runs/ddpm-cond --guidance 0,1,2,4 -n 1000 --reference holdout
       zoo eval --images samples.npz --set data.split=test --set data.holdout=1000 --json
     Reference statistics are computed once and cached. --extractor inception needs its weights
     file (cached by torch, downloaded, or --inception-weights PATH). docs/evaluation.md explains
     every number.
     """
-    spec, options, overrides = _eval_settings(run_dir, images_path, opts)  # before torch: a typo costs nothing
+    spec, options, overrides, scales = _eval_settings(run_dir, images_path, opts)  # before torch: typos cost nothing
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings come back in the result and are printed below
         if run_dir is not None:
-            result = _eval_run(run_dir, spec, overrides, opts)
+            result = _eval_run(run_dir, spec, overrides, opts, scales)
         else:
             from .config import BASE, base_config, merge
             from .evaluate import evaluate
-            from .images import read_images
+            from .images import read_images, read_labels
             data = merge(base_config()["data"].to_dict(), overrides.get("data"), source="--set", prefix="data.",
                          schema=BASE["data"])  # the user file's data settings, then --set
-            result = evaluate(read_images(images_path), opts["reference"], spec, data=data)
+            result = evaluate(read_images(images_path), opts["reference"], spec, data=data,
+                              labels=read_labels(images_path))
             result["images"] = str(images_path)
     import torch
     from . import __version__
@@ -102,9 +110,18 @@ def eval_cmd(run_dir, images_path, **opts):
                    "wall_seconds": round(time.time() - t0, 2)})
     if run_dir is not None:
         result["run"] = str(run_dir)
+        if scales:
+            from .guidance_sweep import sweep_figure
+            result["plot"] = str(sweep_figure(result, opts["plot"] or Path(run_dir) / "guidance.png"))
         (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     if opts["as_json"]:
         click.echo(json.dumps(result))
+    elif scales:
+        from .guidance_sweep import sweep_table
+        click.echo(f"{result['n']} samples of {run_dir} per guidance scale vs {result['reference']}; extractor "
+                   f"{result['extractor']}")
+        click.echo(sweep_table(result))
+        click.echo(f"wrote {Path(run_dir) / 'eval.json'} and {result['plot']} ({result['wall_seconds']:.1f} s)")
     else:
         if result.get("reference"):
             what = f"{result['n']} samples of {run_dir}" if run_dir else f"{result['n']} images from {images_path}"
@@ -122,11 +139,14 @@ def eval_cmd(run_dir, images_path, **opts):
 
 def _eval_settings(run_dir, images_path, opts: dict):
     """Check the command line before any work and build the :class:`~zoo.evaluate.EvalSpec` from it:
-    ``(spec, sampling options, --set overrides)``."""
+    ``(spec, sampling options, --set overrides, guidance scales of a sweep or [])``."""
     from .config import parse_options, parse_set
     from .eval_inputs import check_images_path
+    from .guidance_sweep import check_sweep_args, parse_guidance
     from .metrics import parse_metrics
     from .specs import EvalSpec
+    scales = parse_guidance(opts["guidance"])
+    check_sweep_args(scales, opts["option_items"], opts["nll"], opts["plot"])
     if (run_dir is None) == (images_path is None):
         raise ZooError("give either a RUN_DIR to sample from or --images PATH to score (not both)"
                        if run_dir else "give a RUN_DIR to sample from, or --images PATH (a PNG folder or .npz)")
@@ -136,16 +156,17 @@ def _eval_settings(run_dir, images_path, opts: dict):
                        f"got {', '.join(sorted(set(overrides) - {'data'}))}")
     name, weights = _extractor_choice(opts["extractor"], opts["inception_weights"], opts["mnist_weights"])
     options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
-                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]))
+                            steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]),
+                            guidance=("--guidance", scales[0] if len(scales) == 1 else None))
     nll, nll_options = opts["nll"], parse_options(opts["nll_items"], "--nll-option")
     if nll_options and not nll:
         raise ZooError("--nll-option applies to the likelihood: add --nll")
     if opts["nll_n"] is not None and not nll:
         raise ZooError("--nll-n applies to the likelihood: add --nll")
     if images_path is not None:
-        if options:
-            raise ZooError(f"--option/--sampler/--steps/--eta ({', '.join(options)}) apply to sampling a run, not "
-                           f"to --images")
+        if options or scales:
+            raise ZooError(f"--option/--sampler/--steps/--eta/--guidance ({', '.join(options) or 'guidance'}) apply "
+                           f"to sampling a run, not to --images")
         if nll:
             raise ZooError("--nll needs a model to ask for log p(x): use `zoo eval RUN --nll`, not --images")
         check_images_path(images_path)
@@ -156,12 +177,12 @@ def _eval_settings(run_dir, images_path, opts: dict):
                     batch_size=opts["batch_size"], device=None if device == "auto" else device,
                     cache_dir=opts["cache_dir"], progress=True, sample_options=options, nll=nll,
                     nll_n=opts["nll_n"], nll_options=nll_options)
-    return spec, options, overrides
+    return spec, options, overrides, scales if len(scales) > 1 else []
 
 
-def _eval_run(run_dir, spec, overrides: dict, opts: dict) -> dict:
-    """Check everything a run's evaluation needs from its config (options, data, reference), then load
-    its model and evaluate it."""
+def _eval_run(run_dir, spec, overrides: dict, opts: dict, scales=()) -> dict:
+    """Check everything a run's evaluation needs from its config (options, data, reference, guidance), then
+    load its model and evaluate it (at each guidance scale of a sweep)."""
     from dataclasses import replace
 
     from . import api
@@ -173,6 +194,11 @@ def _eval_run(run_dir, spec, overrides: dict, opts: dict) -> dict:
     from .references import reference_for_config
     from .registry import registry
     cls = registry().model(cfg.model_name).cls
+    if opts["guidance"] is not None:
+        from .guidance_sweep import check_guidance
+        check_guidance(cls, cfg, run_dir)
+        for w in scales:
+            check_sample_options(cls, {"guidance": w}, source="--guidance", name=cfg.model_name)
     spec = replace(spec, sample_options=check_sample_options(cls, spec.sample_options, name=cfg.model_name))
     if spec.nll:   # before any work: a typo costs nothing
         spec = replace(spec, nll_options=check_likelihood_options(cls, spec.nll_options, name=cfg.model_name))
@@ -180,7 +206,11 @@ def _eval_run(run_dir, spec, overrides: dict, opts: dict) -> dict:
                          device=api.pick_device(opts["device"]))
     cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
     ref = reference_for_config(cfg, opts["reference"]) if parse_metrics(spec.metrics, allow_empty=spec.nll) else None
-    return evaluate(model, ref, replace(spec, device=None, config=cfg))
+    spec = replace(spec, device=None, config=cfg)
+    if scales:
+        from .guidance_sweep import sweep
+        return sweep(model, ref, spec, scales, echo=lambda m: click.echo(m, err=True))
+    return evaluate(model, ref, spec)
 
 
 def _extractor_choice(extractor, inception_weights, mnist_weights):

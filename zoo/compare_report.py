@@ -71,10 +71,13 @@ def extra_columns(rows) -> list[str]:
 
 def shown_scores(rows) -> list[Score]:
     """The scores of the metrics a leaderboard shows: those computed by default, those of the model
-    (the likelihood), and any other one that some row measured -- the ranked FID's first."""
+    (the likelihood), and any other one that some row measured -- the ranked FID's first. Metrics that
+    judge conditioning (label accuracy, intra-class FID) show once some row is a conditional run's, with
+    ``—`` for the unconditional ones."""
     rows = [Row.of(r) for r in rows]
     return [s for m in registered().values()
-            if m.default or not m.on_samples or any(r.get(sc.key) is not None for r in rows for sc in m.scores)
+            if (m.default and not m.conditional) or not m.on_samples
+            or any(r.get(sc.key) is not None for r in rows for sc in m.scores)
             for s in m.scores]
 
 
@@ -284,8 +287,8 @@ img{{max-width:100%;}}</style></head>
 <body><h1>{html.escape(title)}</h1><ul>{ctx}</ul>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <p>{ABSENT}: not measured for that model (bits/dim needs a model with a likelihood and --nll; modes and class KL
-need the digit classifier). Ranked by the FID of each model's best checkpoint by periodic FID; FID last is its
-last checkpoint's.</p>
+need the digit classifier; label acc and intra-FID need a conditional run). Ranked by the FID of each model's
+best checkpoint by periodic FID; FID last is its last checkpoint's.</p>
 <h2>Samples</h2><img id="samples" alt="samples" src="{_data_uri(files['samples'])}">
 <h2>Training curves</h2><img id="curves" alt="curves" src="{_data_uri(files['curves'])}">
 <h2 id="memorisation">Memorisation check</h2>

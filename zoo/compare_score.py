@@ -40,6 +40,8 @@ def score_all(entries: list[Entry], errors: dict, spec: CompareSpec, echo=print)
                     _score(e, row, spec, echo)
                 last = f", last {row.get('fid_last'):.2f}" if row.get("fid_last") is not None and \
                     row.get("best_step") is not None else ""
+                if row.get("label_accuracy") is not None:   # a conditional run
+                    last += f", label acc {row.get('label_accuracy'):.3f}"
                 echo(f"[compare] {e.label} ({i}/{len(entries)}): FID {row.get('fid'):.2f}{last} "
                      f"(scored in {_duration(time.time() - t0)})")
             except Exception as ex:  # noqa: BLE001
@@ -54,6 +56,7 @@ def score_all(entries: list[Entry], errors: dict, spec: CompareSpec, echo=print)
 def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
     from . import api
     from .evaluate import EvalSpec, evaluate_images
+    from .images import sample_labelled
     from .references import reference_for_config
     dev = api.pick_device(spec.device)
     n, seed, v = spec.n, spec.seed, row.values
@@ -76,17 +79,17 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
         f"last checkpoint (step {last.step}{', also the best by FID' if best is not None else ''})"
     echo(f"[compare] scoring {e.label}: {which}, {n} samples each")
     ref = reference_for_config(cfg, spec.reference)
-    scoring = EvalSpec(metrics=spec.metrics, seed=seed, extractor=spec.extractor, device=dev)
+    scoring = EvalSpec(metrics=spec.metrics, seed=seed, extractor=spec.extractor, device=dev, config=cfg)
     fid_only = replace(scoring, metrics=("fid",))
     t0 = time.perf_counter()
     now_doing(echo, f"scoring {e.label}: sampling {n} images from its {'best' if ranked is not last else 'last'} "
                     f"checkpoint")
-    images = api.sample_images(ranked, n, seed=seed, **e.options)
+    images, labels = sample_labelled(ranked, n, seed=seed, **e.options)   # a conditional run: balanced labels
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     v["sample_seconds_per_1000"] = round((time.perf_counter() - t0) / n * 1000, 3)
     now_doing(echo, f"scoring {e.label}: features and metrics of {n} images")
-    scores = evaluate_images(images, ref, scoring)
+    scores = evaluate_images(images, ref, scoring, labels=labels)
     v.update({k: val for k, val in scores.items() if k in result_keys()})
     row.extractor, row.reference = scores.get("extractor"), scores["reference"]
     for extra_spec in spec.extra_references:
@@ -137,12 +140,14 @@ def finish_training(model) -> None:
     if not fits_after_training(model):
         return
     cfg = model.cfg
-    data = load_images(cfg.data, "train")
+    conditional = getattr(model, "num_classes", None) is not None
+    data, labels = load_images(cfg.data, "train", with_labels=True)
     size, channels, bs = int(cfg.data.image_size), int(cfg.data.channels), int(cfg.trainer.batch_size)
 
-    def one_pass():
+    def one_pass():   # a conditional run's items are (images, labels) pairs, as the trainer gives them
         for i in range(0, len(data), bs):
-            yield to_model_input(data[i:i + bs], size, channels, model.data_range, cfg.data.resize).to(model.device)
+            x = to_model_input(data[i:i + bs], size, channels, model.data_range, cfg.data.resize).to(model.device)
+            yield (x, labels[i:i + bs].to(model.device)) if conditional else x
     with torch.no_grad():
         model.after_training(one_pass())
 

@@ -49,14 +49,18 @@ def overlap_warning(name: str, ref: dict) -> str:
             f"so scores are optimistic -- avoid it with --reference holdout (images it never saw)")
 
 
-def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, **settings) -> dict:
+def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, labels=None, **settings) -> dict:
     """Score ``images`` (uint8, or float in [0, 1]) against ``reference`` with the metrics ``spec`` (or
-    ``settings``: :class:`EvalSpec` fields) chooses. Returns a dict with every registered metric's result
-    keys (None where not requested), ``extractor``, ``n``, ``warnings`` and how they were computed."""
+    ``settings``: :class:`EvalSpec` fields) chooses. ``labels``: the class each image was asked for
+    (a conditional run's samples; the metrics that judge conditioning need them and ``spec.config``, whose
+    held-out images they compare with; without labels they are omitted). Returns a dict with every
+    registered metric's result keys (None where not requested or not applicable), ``extractor``, ``n``,
+    ``warnings`` and how they were computed."""
     spec = EvalSpec.of(spec, settings)
     t0 = time.perf_counter()
     metrics = parse_metrics(spec.metrics)
     images = as_uint8_images(images)
+    labels = _check_labels(labels, len(images))
     name = spec.extractor or default_extractor(reference)
     ext = load_extractor(name, spec.extractor_weights, str(pick_device(spec.device)))
     ref = reference_stats(reference, ext, name, cache=spec.cache_dir, batch_size=spec.batch_size,
@@ -65,7 +69,8 @@ def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, 
                              spec.progress, desc="sample features")
     dataset = reference.source.get("dataset")
     found = [w for w in [extractor_mismatch(name, ext, dataset)] if w]
-    inputs = Inputs(spec, images, feats, ref, extractor=ext, extractor_name=name, dataset=dataset, warnings=found)
+    inputs = Inputs(spec, images, feats, ref, extractor=ext, extractor_name=name, dataset=dataset, warnings=found,
+                    config=spec.config, labels=labels)
     out, notes = _compute(metrics, inputs)
     if ref.get("overlap"):
         found.append(overlap_warning(name, ref))
@@ -78,6 +83,16 @@ def evaluate_images(images, reference: Reference, spec: EvalSpec | None = None, 
     return out
 
 
+def _check_labels(labels, n: int):
+    """``labels`` as an int64 CPU ``(n,)`` tensor (None stays None); a wrong count is a one-line error."""
+    if labels is None:
+        return None
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.is_floating_point() or y.numel() != n:
+        raise ZooError(f"labels: expected {n} integer class labels, one per image, got {y.numel()} of {y.dtype}")
+    return y.to(torch.int64).cpu()
+
+
 def _compute(names, inputs: Inputs) -> tuple[dict, dict]:
     """``(results, notes)`` of the registered metrics ``names`` (in registration order): a metric's
     declared keys go to the results (every key None first), whatever else it returns to the notes."""
@@ -87,27 +102,34 @@ def _compute(names, inputs: Inputs) -> tuple[dict, dict]:
                        f"ZOO_PLUGINS / ZOO_DISABLE_PLUGINS?)")
     out: dict = {k: None for k in result_keys()}
     notes: dict = {}
+    asked = getattr(inputs.settings, "metrics", None) is not None   # named, not the defaults
     for metric in registered().values():
-        if metric.name in names:
+        if metric.name in names and inputs.labels is None and metric.conditional:   # does not apply: omitted
+            if asked:
+                notes[f"{metric.scores[0].key}_note"] = (f"{metric.name} not measured: the samples were asked for no "
+                                                         f"labels (only a conditional run's are)")
+        elif metric.name in names:
             keys = {s.key for s in metric.scores}
             for k, v in metric.compute(inputs).items():
                 (out if k in keys else notes)[k] = v
     return out, notes
 
 
-def evaluate(images_or_model, reference=None, spec: EvalSpec | None = None, **settings) -> dict:
+def evaluate(images_or_model, reference=None, spec: EvalSpec | None = None, labels=None, **settings) -> dict:
     """Score a model (a ZooModel: ``n`` samples, default 10000, drawn with ``seed``) or an image array.
 
     ``reference``: a :class:`Reference`, or a spec for :func:`reference_for_config` (None = the training
     images; ``holdout``; a split name; a folder / .npz / .npy path). For a model the data settings are its
     config's (or ``config``'s); for images they are ``data``. ``spec`` / ``settings``: an :class:`EvalSpec`
-    and any of its fields to change. Returns the dict of :func:`evaluate_images` plus sampling and
-    likelihood details.
+    and any of its fields to change. ``labels``: for a conditional model, the classes to ask for (None:
+    balanced, image i asks for class i % K); for images, the class each was asked for. Label accuracy and
+    intra-class FID judge them (and are omitted without labels). Returns the dict of :func:`evaluate_images`
+    plus sampling and likelihood details.
     """
     spec = EvalSpec.of(spec, settings)
     x = images_or_model
     if isinstance(x, torch.nn.Module) and hasattr(x, "sample"):
-        return _evaluate_model(x, reference, spec)
+        return _evaluate_model(x, reference, spec, labels)
     if spec.nll:
         raise ZooError("--nll needs a model to ask for log p(x) (zoo eval RUN --nll), not image files")
     from .config import Config
@@ -118,18 +140,19 @@ def evaluate(images_or_model, reference=None, spec: EvalSpec | None = None, **se
         if spec.n > len(images):
             raise ZooError(f"-n {spec.n} but only {len(images)} images were given")
         images = images[:spec.n]
-    ref = reference if isinstance(reference, Reference) else \
-        reference_for_config(Config({"data": dict(spec.data or {})}), reference)
-    result = evaluate_images(images, ref, spec)
+        labels = None if labels is None else torch.as_tensor(labels).reshape(-1)[:spec.n]
+    cfg = spec.config if spec.config is not None else Config({"data": dict(spec.data or {})})
+    ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
+    result = evaluate_images(images, ref, replace(spec, config=cfg), labels=labels)
     result.update(seconds=round(time.perf_counter() - t0, 3))
     return result
 
 
-def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
+def _evaluate_model(model, reference, spec: EvalSpec, labels=None) -> dict:
     """Check the options, measure the likelihood first (it checks the run's data and the model's answer
-    before the long sampling), then sample and score."""
+    before the long sampling), then sample (a conditional run: with ``labels``, default balanced) and score."""
     from .contract import check_likelihood_options, check_sample_options
-    from .images import sample_images
+    from .images import sample_labelled
     t0 = time.perf_counter()
     metrics = parse_metrics(spec.metrics, allow_empty=spec.nll)
     cfg = spec.config if spec.config is not None else model.cfg
@@ -145,10 +168,14 @@ def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
         ref = reference if isinstance(reference, Reference) else reference_for_config(cfg, reference)
         n = 10_000 if spec.n is None else int(spec.n)
         t = time.perf_counter()
-        images = sample_images(model, n, seed=spec.seed, batch_size=spec.batch_size, progress=spec.progress,
-                               **options)
-        extra = {"seconds_sampling": round(time.perf_counter() - t, 3)}
-        result.update(evaluate_images(images, ref, spec, metrics=metrics,
+        images, asked = sample_labelled(model, n, seed=spec.seed, batch_size=spec.batch_size,
+                                        progress=spec.progress, labels=labels, **options)
+        extra = {"seconds_sampling": round(time.perf_counter() - t, 3),
+                 "num_classes": getattr(model, "num_classes", None)}
+        if asked is not None:
+            extra["sample_labels"] = "balanced (image i asks for class i % num_classes)" if labels is None else \
+                "given"
+        result.update(evaluate_images(images, ref, spec, labels=asked, config=cfg,
                                       device=spec.device if spec.device is not None else model.device))
     else:
         result.update(metrics=[], n=0, seed=spec.seed, warnings=[])

@@ -35,12 +35,21 @@ def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress:
                   **options) -> torch.Tensor:
     """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
     ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`).
-    ``labels`` (a conditional model only): what :meth:`zoo.ZooModel.sample_labels` takes -- None: every
-    class in turn over all ``n`` images."""
+    ``labels``: for a conditional run, as :meth:`zoo.ZooModel.sample_labels` takes them (None: every class
+    in turn over all ``n`` images); see :func:`sample_labelled`."""
+    return sample_labelled(model, n, seed, batch_size, progress, labels, **options)[0]
+
+
+def sample_labelled(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
+                    **options) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(images, labels)``: :func:`sample_images`, and the ``(n,)`` int64 CPU labels the images were asked
+    for -- for a conditional run (``model.num_classes`` set) ``labels`` checked by the model
+    (``None``: balanced, image i asks for class i % K, across batches), else None (the model is called
+    without ``labels=``, as before; labels given to an unconditional run are a one-line error)."""
     from .progress import Heartbeat
     device = model.device
-    conditional = labels is not None or getattr(model, "num_classes", None) is not None
-    y = model.sample_labels(n, labels) if conditional else None  # an unconditional model never gets labels=
+    y = None if labels is None and getattr(model, "num_classes", None) is None else \
+        model.sample_labels(n, labels, device=torch.device("cpu"))
     g = torch.Generator(device=device).manual_seed(int(seed))
     amp = resolve_precision("auto", device)
     out = []
@@ -48,11 +57,12 @@ def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             bar.doing(b)
+            asked = {} if y is None else {"labels": y[start:start + b].to(device)}
             with autocast(device, amp):
-                x = model.sample(b, g, **options, **({} if y is None else {"labels": y[start:start + b]}))
+                x = model.sample(b, g, **asked, **options)
             out.append(x.float().clamp(0, 1).cpu())
             bar.update(b)
-    return torch.cat(out)
+    return torch.cat(out), y
 
 
 def check_out(out: str | Path) -> None:
@@ -63,9 +73,10 @@ def check_out(out: str | Path) -> None:
     check_writable(out, "--out", folder=out.parent if out.suffix else out)
 
 
-def write_images(images: torch.Tensor, out: str | Path, nrow: int | None = None) -> Path:
+def write_images(images: torch.Tensor, out: str | Path, nrow: int | None = None, labels=None) -> Path:
     """Save [0, 1] images: a grid for ``*.png`` (``nrow`` images a row; default: square), a uint8
-    ``(N, H, W, C)`` array (key ``images``) for ``*.npz``, else one PNG per image in the folder ``out``."""
+    ``(N, H, W, C)`` array (key ``images``; with ``labels``, the class each image was asked for, also key
+    ``labels``, which ``zoo eval --images`` reads) for ``*.npz``, else one PNG per image in the folder ``out``."""
     from torchvision.utils import save_image
     from .data import to_uint8
     out = Path(out)
@@ -76,7 +87,8 @@ def write_images(images: torch.Tensor, out: str | Path, nrow: int | None = None)
         elif out.suffix.lower() == ".npz":
             import numpy as np
             out.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+            extra = {} if labels is None else {"labels": torch.as_tensor(labels).to(torch.int64).cpu().numpy()}
+            np.savez_compressed(out, images=to_uint8(images).permute(0, 2, 3, 1).numpy(), **extra)
         else:
             out.mkdir(parents=True, exist_ok=True)
             for i, img in enumerate(images):
@@ -154,6 +166,21 @@ def read_images(path) -> torch.Tensor:
         raise ZooError(f"'{path}' could not be read as a NumPy array ({type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''})") from None
     return as_uint8_images(array, what=f"'{path}'")
+
+
+def read_labels(path) -> torch.Tensor | None:
+    """The ``labels`` array of an ``.npz`` of images (the class each image was asked for, as
+    ``write_images(images, "x.npz", labels=y)`` writes it) as int64, or None when there is none."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as loaded:
+        if "labels" not in loaded.files or "images" not in loaded.files:
+            return None
+        labels = loaded["labels"]
+    if labels.dtype.kind not in "iu":
+        raise ZooError(f"'{path}': its labels are {labels.dtype}, not integer class labels")
+    return torch.from_numpy(labels.astype(np.int64)).reshape(-1)
 
 
 def _read_folder(folder: Path) -> torch.Tensor:

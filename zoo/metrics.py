@@ -10,7 +10,9 @@ keeps), and the leaderboard files and report.html (columns, headers, cells). Add
 :class:`Metric` in one place.
 
 The maths is torch-fidelity's where it has it (FID, IS, KID, precision/recall); density/coverage
-(Naeem et al. 2020) and mode coverage are computed here. This module imports no torch at import time.
+(Naeem et al. 2020) and mode coverage are computed here, label accuracy and intra-class FID (metrics of
+conditional runs' samples, which carry the labels asked for) in zoo/label_metrics.py. This module imports no
+torch at import time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 from .errors import ZooError, did_you_mean
+from .label_metrics import intra_fid, intra_fid_rows, label_accuracy, label_rows
 from .scores import ABSENT, NEEDS, Metric, Score, fmt
 
 __all__ = ["ABSENT", "BUILTIN", "NEEDS", "Inputs", "Metric", "Score", "fmt", "parse_metrics", "registered"]
@@ -34,7 +37,8 @@ DC_NEIGHBORHOOD = 5      # density/coverage: k nearest neighbours (Naeem et al. 
 class Inputs:
     """What a metric's ``compute`` gets. ``sample(m)`` / ``real(m)``: the samples' / the reference's
     features at the extractor's layer for torch-fidelity metric ``m`` (``fid``, ``isc``, ``kid``, ``prc``);
-    ``warn(text)`` adds a one-line note to the result's warnings."""
+    ``labels``: the class each sample was asked for (a conditional run's samples; a metric that
+    ``needs`` them is computed only then); ``warn(text)`` adds a one-line note to the result's warnings."""
     settings: Any = None            # the evaluation's settings (zoo.evaluate.EvalSpec: seed, batch_size, ...)
     images: Any = None              # uint8 (N, C, H, W) samples
     features: dict = field(default_factory=dict)   # {layer: (N, D) float32}: every layer the extractor computes
@@ -43,8 +47,9 @@ class Inputs:
     extractor_name: str = ""
     dataset: str | None = None      # the reference's dataset, where it has one
     warnings: list = field(default_factory=list)
-    model: Any = None               # for a metric that needs the model: the model, and the run's config
-    config: Any = None
+    model: Any = None               # for a metric that needs the model: the model
+    config: Any = None              # the run's config (its data section: held-out images and their labels)
+    labels: Any = None              # int64 (N,): the class each sample was asked for (conditional runs), else None
 
     @property
     def n(self) -> int:
@@ -234,33 +239,50 @@ def mode_coverage(x: Inputs) -> dict:
     ``mean_confidence``: the mean top softmax probability. Only where the classifier was made for the
     data (MNIST, or a dataset that declares the ``mnist`` extractor); otherwise these are None and
     ``modes_note`` says why. The extractor's features are reused when it is the classifier itself."""
-    from .extractors import device_of, extract_features, layer, load_extractor
-    from .references import made_for
-    from .registry import registry
-    if MODE_CLASSIFIER not in registry().extractors:
-        return {"modes_note": f"no '{MODE_CLASSIFIER}' extractor is registered to classify the samples"}
-    own = x.extractor_name == MODE_CLASSIFIER
-    weights = getattr(x.settings, "extractor_weights", None) if own else None
-    clf = x.extractor if own else load_extractor(MODE_CLASSIFIER, weights, str(device_of(x.extractor)))
-    suits = made_for(MODE_CLASSIFIER, clf, x.dataset)
-    if not suits:
-        why = (f"the reference images name no dataset, so zoo cannot tell whether the '{MODE_CLASSIFIER}' "
-               f"classifier suits them" if suits is None else
-               f"the '{MODE_CLASSIFIER}' classifier was made for {', '.join(getattr(clf, 'made_for', ()) or ())}, "
-               f"not for '{x.dataset}'")
+    clf, why = classifier(x)
+    if clf is None:
         return {"modes_note": f"mode coverage not measured: {why}"}
-    logits_layer, feats = layer(clf, "isc"), x.features
-    if clf is not x.extractor or logits_layer not in feats:
-        feats = extract_features(clf, x.images, getattr(clf, "input_size", None),
-                                 int(getattr(x.settings, "batch_size", 256)),
-                                 bool(getattr(x.settings, "progress", False)), desc="classifying samples")
-    probs = feats[logits_layer].double().softmax(1)
+    probs = class_logits(x, clf).double().softmax(1)
     classes = probs.shape[1]
     hist = probs.argmax(1).bincount(minlength=classes).double() / len(probs)
     seen = hist[hist > 0]
     return {"modes": int((hist >= MODE_MIN_SHARE).sum()), "class_kl": float((seen * (seen * classes).log()).sum()),
             "mean_confidence": float(probs.max(1).values.mean()), "modes_histogram": [round(float(h), 4) for h in hist],
             "modes_min_share": MODE_MIN_SHARE, "modes_classifier": MODE_CLASSIFIER}
+
+
+def classifier(x: Inputs):
+    """``(classifier, None)``: the ``mnist`` classifier (the evaluation's extractor when it is that one) where
+    it suits the data, else ``(None, why not)``."""
+    from .extractors import device_of, load_extractor
+    from .references import made_for
+    from .registry import registry
+    if MODE_CLASSIFIER not in registry().extractors:
+        return None, f"no '{MODE_CLASSIFIER}' extractor is registered to classify the samples"
+    own = x.extractor_name == MODE_CLASSIFIER
+    weights = getattr(x.settings, "extractor_weights", None) if own else None
+    clf = x.extractor if own else load_extractor(MODE_CLASSIFIER, weights, str(device_of(x.extractor)))
+    suits = made_for(MODE_CLASSIFIER, clf, x.dataset)
+    if suits:
+        return clf, None
+    return None, (f"the reference images name no dataset, so zoo cannot tell whether the '{MODE_CLASSIFIER}' "
+                  f"classifier suits them" if suits is None else
+                  f"the '{MODE_CLASSIFIER}' classifier was made for {', '.join(getattr(clf, 'made_for', ()) or ())}, "
+                  f"not for '{x.dataset}'")
+
+
+def class_logits(x: Inputs, clf, images=None):
+    """The classifier's logits (N, classes) for ``images`` (default: the samples; their features are reused
+    when the classifier is the evaluation's extractor)."""
+    from .extractors import extract_features, layer
+    logits_layer = layer(clf, "isc")
+    if images is None and clf is x.extractor and logits_layer in x.features:
+        return x.features[logits_layer]
+    feats = extract_features(clf, x.images if images is None else images, getattr(clf, "input_size", None),
+                             int(getattr(x.settings, "batch_size", 256)),
+                             bool(getattr(x.settings, "progress", False)) and images is None,
+                             desc="classifying samples")
+    return feats[logits_layer]
 
 
 def _modes_rows(r: dict) -> list:
@@ -303,6 +325,12 @@ def _bits_cell(r: dict) -> str:
 BUILTIN = (
     Metric("fid", fid, (Score("fid", "FID", "down", 2),), ("features", "reference"), default=True,
            table=lambda r: [] if r.get("fid") is None else [("FID", f"{r['fid']:.3f}")]),
+    Metric("label-acc", label_accuracy, (Score("label_accuracy", "label acc", "up", 3), Score("label_accuracy_real")),
+           ("labels", "logits"), "share of samples classified as the class asked for (conditional runs)",
+           default=True, table=label_rows),
+    Metric("intra-fid", intra_fid, (Score("intra_fid", "intra-FID", "down", 2),), ("labels", "features"),
+           "FID per class vs that class's held-out images, averaged (conditional runs)", default=True,
+           table=intra_fid_rows),
     Metric("is", inception_score, (Score("is_mean", "IS", "up", 2), Score("is_std")), ("logits",), default=True,
            table=_is_rows),
     Metric("kid", kid, (Score("kid_mean", "KID", "down", 4), Score("kid_std")), ("features", "reference"),

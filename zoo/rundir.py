@@ -22,7 +22,8 @@ import torch
 from . import paths, runlock
 from .errors import ZooError
 
-RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "eval.json", "samples", "checkpoints", "tb")
+RUN_FILES = ("config.yaml", "meta.json", "metrics.jsonl", "samples.png", "eval.json", "guidance.png", "samples",
+             "checkpoints", "tb")
 
 
 def check_target(out_dir: Path, resume: bool, force: bool) -> None:

@@ -9,10 +9,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-NEEDS = ("images", "features", "logits", "reference", "model")
+NEEDS = ("images", "features", "logits", "reference", "model", "labels")
 """What a metric can need: ``images`` (the uint8 samples), ``features`` / ``logits`` (the extractor's
 outputs for them), ``reference`` (the real images' cached statistics and features), ``model`` (the model
-itself, e.g. its likelihood: such a metric is chosen by ``--nll``, never computed from image files)."""
+itself, e.g. its likelihood: such a metric is chosen by ``--nll``, never computed from image files),
+``labels`` (the class each sample was asked for: only a conditional run's samples have them; elsewhere
+such a metric does not apply and is omitted -- ``null`` in JSON, ``—`` in tables)."""
 ABSENT = "—"
 
 
@@ -67,6 +69,11 @@ class Metric:
             return self.table(result)
         return [(s.label, f"{result[s.key]:.4f}" if isinstance(result[s.key], float) else str(result[s.key]))
                 for s in self.scores if s.label and result.get(s.key) is not None]
+
+    @property
+    def conditional(self) -> bool:
+        """Judges conditioning (needs the samples' requested ``labels``): omitted for unconditional samples."""
+        return "labels" in self.needs
 
     @property
     def on_samples(self) -> bool:
