@@ -79,9 +79,10 @@ def sample_cmd(run_dir, n, out, **opts):
     with clean_warnings():
         model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
                              device=api.pick_device(opts["device"]))
-        images = api.sample_images(model, n, seed=opts["seed"], batch_size=opts["batch_size"], progress=True,
-                                   labels=labels, **options)
-        path = api.write_images(images, out, nrow=per_row or None)
+        from .images import sample_labelled
+        images, asked = sample_labelled(model, n, seed=opts["seed"], batch_size=opts["batch_size"], progress=True,
+                                        labels=labels, **options)
+        path = api.write_images(images, out, nrow=per_row or None, labels=asked)
     rows = f" ({per_row} per class, one row each)" if per_row else ""
     click.echo(f"wrote {n} images{rows} to {path}")
 
