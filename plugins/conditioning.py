@@ -61,6 +61,19 @@ def run_with_label(net: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch
     return x
 
 
+def projection_embedding(discriminator: nn.Module, num_classes: int) -> nn.Embedding:
+    """The class embedding of a projection discriminator, as wide as phi(x) (Xavier-uniform, as Miyato &
+    Koyama's code). The discriminator must be an ``nn.Sequential`` ending in ``Linear(width, 1), Flatten(0)``."""
+    ok = isinstance(discriminator, nn.Sequential) and len(discriminator) > 2 \
+        and isinstance(discriminator[-2], nn.Linear) and discriminator[-2].out_features == 1
+    if not ok:
+        raise ZooError(f"a conditional GAN needs a discriminator nn.Sequential ending in Linear(width, 1), "
+                       f"Flatten(0) for its projection, got {type(discriminator).__name__}")
+    embed = nn.Embedding(int(num_classes), discriminator[-2].in_features)
+    nn.init.xavier_uniform_(embed.weight)
+    return embed
+
+
 def projection_score(discriminator: nn.Sequential, embed: nn.Embedding, x: torch.Tensor,
                      labels: torch.Tensor) -> torch.Tensor:
     """``psi(phi(x)) + <embed(y), phi(x)>`` for a discriminator whose last two layers are

@@ -46,7 +46,8 @@ from torch import nn
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.config import merge
 from zoo.contract import rand, randn, to_unit
-from zoo_plugins.conditioning import LabelBias, labels_or_error, projection_score, run_with_label
+from zoo_plugins.conditioning import (LabelBias, labels_or_error, projection_embedding, projection_score,
+                                      run_with_label)
 
 LOSSES = ("bce", "ls")
 NOISES = ("uniform", "normal")
@@ -105,8 +106,7 @@ class GANBase(ZooModel):
         self.generator, self.discriminator = self.build()
         if self.num_classes is not None:  # after build: the networks start as the unconditional ones do
             self.generator_label = LabelBias(self.num_classes, self.generator)
-            self.projection = nn.Embedding(self.num_classes, self.discriminator[-2].in_features)
-            nn.init.xavier_uniform_(self.projection.weight)
+            self.projection = projection_embedding(self.discriminator, self.num_classes)
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         raise NotImplementedError
