@@ -16,6 +16,12 @@ lives in buffers, so it is saved in the checkpoint with the weights.
 **Before the fit** (the sample grids drawn during training) the buffers hold a
 standard normal, so codes are drawn from N(0, I) until ``after_training`` runs.
 
+Class-conditional (``model.conditional: true``): the autoencoder itself is trained exactly as
+without labels; ``after_training`` gets ``(images, labels)`` pairs and also fits one density per class
+to that class's codes (``model.latent_density``, buffers ``class_density.<c>.*``), and
+``sample(n, g, labels=y)`` decodes draws from each image's class density -- conditioning with no
+retraining, as in ex-post density estimation. Before the fit every class draws from N(0, I).
+
 Architectures (``model.arch``):
 
 * ``mlp`` -- 784 -> 128 -> 64 -> 12 -> code -> 12 -> 64 -> 128 -> 784 with Tanh
@@ -37,6 +43,7 @@ from torch import nn
 
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import randn, to_unit
+from zoo_plugins.conditioning import labels_or_error
 
 ARCHS = ("mlp", "conv")
 DENSITIES = ("gaussian", "gmm")
@@ -167,6 +174,7 @@ class Autoencoder(ZooModel):
     family = "ae"
     description = "autoencoder (MLP or conv); samples decode a Gaussian/GMM fitted to its training codes"
     data_range = (-1.0, 1.0)
+    can_condition = True
     config = {
         "model": {
             "arch": Key("mlp", "mlp: 784-128-64-12-code Tanh layers (the classic); conv: two stride-2 convs",
@@ -178,6 +186,8 @@ class Autoencoder(ZooModel):
             "latent_density": Key("gaussian", "density fitted to the training codes after training, sampled "
                                               "from: gaussian (full covariance) or gmm", choices=DENSITIES),
             "components": Key(10, "gmm: mixture components", ge=1),
+            "conditional": Key(False, "sample by class: after training, fit model.latent_density to each "
+                                      "class's codes (the autoencoder is trained as without labels)"),
         },
         "trainer": {"batch_size": 128, "lr": 1e-3, "max_steps": 10000, "log_every": 100,
                     "sample_every": 1000, "checkpoint_every": 2000},
@@ -205,6 +215,8 @@ class Autoencoder(ZooModel):
             self.decoder = ConvDecoder(latent, c, h, int(m.width))
         k = 1 if m.latent_density == "gaussian" else int(m.components)
         self.density = LatentDensity(latent, k)
+        if self.num_classes is not None:
+            self.class_density = nn.ModuleList(LatentDensity(latent, k) for _ in range(self.num_classes))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -213,23 +225,47 @@ class Autoencoder(ZooModel):
         """Codes -> images in the model range (-1, 1)."""
         return torch.tanh(self.decoder(z))
 
-    def training_loss(self, x, phase):
+    def training_loss(self, x, phase, labels=None):
+        labels_or_error(self, labels)  # checked, not used: the codes are fitted per class after training
         rec = self.decode(self.encode(x)).float()
         sq = (rec - x.float()).pow(2).flatten(1)
         loss = sq.sum(1).mean()
         return {"loss": loss, "mse": sq.mean().detach()}
 
     @torch.no_grad()
-    def after_training(self, batches: Iterable[torch.Tensor]) -> None:
-        """Encode the training set once and fit ``model.latent_density`` to the codes."""
-        codes = torch.cat([self.encode(x).float() for x in batches])
+    def after_training(self, batches: Iterable) -> None:
+        """Encode the training set once and fit ``model.latent_density`` to the codes; a conditional run
+        (items ``(images, labels)``) also fits one to each class's codes."""
+        if self.num_classes is None:
+            codes = torch.cat([self.encode(x).float() for x in batches])
+            self.density.fit(codes, seed=int(self.cfg.seed))
+            return
+        pairs = [item if isinstance(item, (tuple, list)) else (item, None) for item in batches]
+        if any(y is None for _, y in pairs):
+            raise ZooError("a conditional ae fits its class densities on (images, labels) pairs: "
+                           "after_training got images without labels")
+        codes = torch.cat([self.encode(x).float() for x, _ in pairs])
+        labels = torch.cat([torch.as_tensor(y).reshape(-1) for _, y in pairs]).to(codes.device)
         self.density.fit(codes, seed=int(self.cfg.seed))
+        for c, density in enumerate(self.class_density):
+            mine = codes[labels == c]
+            if len(mine) < max(2, len(density.means)):
+                raise ZooError(f"class {c} has {len(mine)} training images: too few to fit a "
+                               f"{len(density.means)}-component latent density (lower model.components)")
+            density.fit(mine, seed=int(self.cfg.seed) + 1 + c)
 
     @torch.no_grad()
-    def sample(self, n, generator, **options):
+    def sample(self, n, generator, labels=None, **options):
         if options:
             raise ZooError(f"ae sampling takes no options, got {', '.join(sorted(options))}")
-        return to_unit(self.decode(self.density.sample(n, generator)), self.data_range)
+        if self.num_classes is None and labels is None:
+            return to_unit(self.decode(self.density.sample(n, generator)), self.data_range)
+        y = self.sample_labels(n, labels)
+        codes = torch.empty(n, self.density.means.shape[1], device=self.device)
+        for c in y.unique().tolist():  # ascending: the same labels draw the same codes
+            rows = (y == c).nonzero().squeeze(1)
+            codes[rows] = self.class_density[c].sample(len(rows), generator)
+        return to_unit(self.decode(codes), self.data_range)
 
     @torch.no_grad()
     def reconstruct(self, x):

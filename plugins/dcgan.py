@@ -14,7 +14,8 @@ Sized for MNIST as in the classic small-DCGAN recipe:
 
 Weights start from N(0, 0.02) (BatchNorm scales from N(1, 0.02)) and Adam uses
 lr 2e-4, betas (0.5, 0.999), as in the paper. ``model.loss: bce|ls`` picks the loss
-independently of the architecture (``ls`` gives a least-squares DCGAN).
+independently of the architecture (``ls`` gives a least-squares DCGAN). ``model.conditional: true``
+conditions it as every GAN here (the label one-hot with z, a projection discriminator: ``zoo_plugins.gan``).
 """
 from __future__ import annotations
 

@@ -33,6 +33,21 @@ batch_size=1024, progress=True)``; defaults from ``model.sampler``,
   history yet) and on the last (to the clean image, where the second-order term
   is undefined), second-order in between. Good samples in 10-25 steps.
 
+Class-conditional (``model.conditional: true`` on a dataset with labels, K classes): the U-Net adds a
+class embedding of K + 1 rows to its time embedding, the last row the null class ("no label");
+training replaces each label by the null class with probability ``model.label_dropout`` (0.1), so
+one network learns both p(x | y) and p(x). ``model.sample(n, g, labels=y, guidance=w)`` samples with
+classifier-free guidance (Ho & Salimans 2022) in every sampler, on the network's output (eps, x0 or
+v: the same combination, as each is affine in the other given x_t)::
+
+    out = out_c + w * (out_c - out_u),   out_c = net(x_t, t, y),   out_u = net(x_t, t, null)
+
+``w = guidance`` >= 0 (default ``model.guidance``); the "guidance scale" s of diffusers and Imagen,
+``out_u + s * (out_c - out_u)``, is s = 1 + w. Both passes run as one batched forward of
+``[x_t, x_t]`` with ``[y, null]``, with the weights ``sample`` is called with (the EMA, from a run).
+At w = 0 there is no unconditional pass at all: it is the plain conditional sampler, bitwise.
+Label -1 asks for an unconditional image (the null class alone, unaffected by w).
+
 Likelihood: ``model.log_likelihood(x, timesteps=50, generator=None)`` gives
 the variational bound of Ho et al. (section 3.3) in nats per image: an unbiased
 stratified estimate from 50 of its T-1 KL terms per image by default,
@@ -51,6 +66,7 @@ from torch import nn
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import check_choices, check_sample_options, rand, randn, to_unit
 from zoo.progress import within
+from zoo_plugins.conditioning import labels_or_error
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -60,6 +76,8 @@ SAMPLERS = ("ddpm", "ddim", "dpm++")
 VARIANCES = ("posterior", "beta")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 TIMESTEP_SAMPLINGS = ("uniform", "low_discrepancy")
+GUIDANCE = 1.0  # default classifier-free guidance w (scale s = 1 + w) of conditional runs
+LABEL_DROPOUT = 0.1  # default probability that a training label becomes the null class
 VLB_TERMS = 50  # KL terms per image of the likelihood's default estimate (all T-1 with timesteps="all")
 
 
@@ -476,6 +494,8 @@ class DDPM(ZooModel):
     family = "diffusion"
     description = "denoising diffusion (Ho et al. 2020): U-Net + DDPM/DDIM/DPM-Solver++ samplers, EMA"
     data_range = (-1.0, 1.0)
+    can_condition = True
+    null_label = True
     likelihood_options = {  # zoo eval --nll-option / zoo compare --nll-option
         "timesteps": Key(VLB_TERMS, f"KL terms per image: K gives an unbiased stratified estimate of the bound from "
                                     f"K + 1 network calls per image (default {VLB_TERMS}, or all T-1 when fewer); "
@@ -492,6 +512,9 @@ class DDPM(ZooModel):
         "eta": Key(None, "DDIM noise: 0 deterministic, 1 DDPM-like [default: model.eta]", type=float, ge=0),
         "batch_size": Key(None, "images per sampling batch [default: model.sample_batch_size]", type=int, ge=1),
         "progress": Key(False, "show a progress bar on a terminal"),
+        "guidance": Key(None, "conditional runs: classifier-free guidance w, out = out_c + w (out_c - out_u); "
+                        "0 = plain conditional sampling; scale s = 1 + w [default: model.guidance]",
+                        type=float, ge=0),
     }
     config = {
         "model": {
@@ -527,6 +550,14 @@ class DDPM(ZooModel):
             "timestep_sampling": Key("uniform", "training timesteps: uniform (iid) or low_discrepancy (one per "
                                      "stratum of each batch, Kingma et al. 2021)", choices=TIMESTEP_SAMPLINGS),
             "dpm_steps": Key(20, "default steps of the dpm++ sampler", ge=1),
+            # --- class conditioning ---
+            "conditional": Key(False, "condition on the dataset's class labels: a class embedding (plus a null "
+                                      "class) added to the time embedding; sample with classifier-free guidance"),
+            "label_dropout": Key(LABEL_DROPOUT, "conditional: probability that a training label becomes the null "
+                                                "class (what classifier-free guidance needs; 0: no guidance)",
+                                 ge=0, le=1),
+            "guidance": Key(GUIDANCE, "conditional: default classifier-free guidance w (out = out_c + w (out_c - "
+                                      "out_u); 0 = plain conditional; the scale s of diffusers is 1 + w)", ge=0),
         },
         "data": {"image_size": 32},
         "trainer": {"batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "grad_clip": 1.0, "max_steps": 30000,
@@ -577,13 +608,27 @@ class DDPM(ZooModel):
             self.net = ConvNeXtUNet(c, int(m.dim), [int(v) for v in m.dim_mults], int(m.convnext_mult), size)
         else:
             raise ZooError(f"model.unet={m.unet!r} is not one of {', '.join(UNETS)}")
+        if self.num_classes is not None:
+            self.net.add_classes(self.num_classes)  # index num_classes is the null class
         self.diffusion = Diffusion(int(m.timesteps), m.schedule, m.objective, m.loss, m.variance, bool(m.clip_x0),
                                    m.loss_weighting, float(m.min_snr_gamma), m.timestep_sampling)
         self.sampling_options({})  # fail at construction on a bad sampler default
         self._compiled = None
 
-    def training_loss(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
-        return {"loss": self.diffusion.loss(self.net, x)}
+    def training_loss(self, x: torch.Tensor, phase: str, labels: torch.Tensor | None = None) -> dict:
+        """The diffusion loss; a conditional run's labels become the null class with probability
+        ``model.label_dropout`` (torch's global RNG)."""
+        y = labels_or_error(self, labels)
+        if y is None:
+            return {"loss": self.diffusion.loss(self.net, x)}
+        p = float(self.cfg.model.get("label_dropout", LABEL_DROPOUT))
+        if p > 0:
+            y = torch.where(torch.rand(y.shape, device=y.device) < p, self.num_classes, y)
+        return {"loss": self.diffusion.loss(with_labels(self.net, y), x)}
+
+    def null_labels(self, n: int) -> torch.Tensor:
+        """``n`` null-class labels (index ``num_classes``: "no label")."""
+        return torch.full((n,), self.num_classes, dtype=torch.int64, device=self.device)
 
     # --- sampling ---------------------------------------------------------------------------
     def sampling_options(self, options: dict) -> dict:
@@ -611,7 +656,24 @@ class DDPM(ZooModel):
         if batch_size < 1:
             raise ZooError(f"batch_size={batch_size} must be at least 1")
         return {"sampler": sampler, "steps": None if steps is None else int(steps), "eta": eta,
-                "batch_size": batch_size, "progress": bool(options.get("progress", False))}
+                "batch_size": batch_size, "progress": bool(options.get("progress", False)),
+                "guidance": self.guidance(options.get("guidance"))}
+
+    def guidance(self, given: float | None) -> float:
+        """The guidance w to sample with: ``given``, else ``model.guidance``; 0 for an unconditional run."""
+        m = self.cfg.model
+        w = float(m.get("guidance", GUIDANCE) if given is None else given)
+        if w < 0:
+            raise ZooError(f"guidance={w} must be >= 0 (0: plain conditional sampling; scale s = 1 + w)")
+        if self.num_classes is None:
+            if given:
+                raise ZooError(f"guidance={given}: this run is unconditional, so there is nothing to guide "
+                               f"(train with --set model.conditional=true, or drop --guidance)")
+            return 0.0
+        if w > 0 and not float(m.get("label_dropout", LABEL_DROPOUT)) > 0:
+            raise ZooError(f"guidance={w} needs a null class, but this run trained with model.label_dropout=0: "
+                           f"sample with --guidance 0 (or set model.guidance=0)")
+        return w
 
     def sampling_network(self):
         """The network for sampling: ``torch.compile``d once when ``model.compile_sampler`` is set."""
@@ -627,9 +689,12 @@ class DDPM(ZooModel):
         device = self.device
         return autocast(device, resolve_precision(str(self.cfg.trainer.precision), device))
 
-    def _run(self, n: int, generator: torch.Generator, options: dict, keep=None):
+    def _run(self, n: int, generator: torch.Generator, options: dict, keep=None, labels=None):
         opts = self.sampling_options(options)
         device = self.device
+        y = None if self.num_classes is None and labels is None else self.sample_labels(n, labels, device)
+        if y is not None:
+            y = torch.where(y < 0, self.num_classes, y)  # -1: the null class
         plan = self.diffusion.plan(opts["sampler"], opts["steps"], opts["eta"]).to(device)
         net = self.sampling_network()
         bs = opts["batch_size"]
@@ -646,24 +711,46 @@ class DDPM(ZooModel):
             bar.update()
             within(done, total)  # a progress line while a batch takes minutes, where no bar is shown
         with torch.inference_mode(), self._autocast(), bar:
-            for b in batches:
+            for start, b in zip(range(0, n, bs), batches):
                 x = randn((b, *self.image_shape), generator, device)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                x, kept = self.diffusion.denoise(net, x, plan, generator, on_step=on_step, keep=keep)
+                guided = self.guided(net, None if y is None else y[start:start + b], opts["guidance"])
+                x, kept = self.diffusion.denoise(guided, x, plan, generator, on_step=on_step, keep=keep)
                 images.append(to_unit(x, self.data_range))
                 if keep:
                     trajectories.append(torch.stack([to_unit(k, self.data_range) for k in kept], 1))
         return images, trajectories, len(plan)
 
+    def guided(self, net, y: torch.Tensor | None, w: float):
+        """The network the sampler calls, ``(x, t) -> out``, for labels ``y`` (None: unconditional run).
+
+        w = 0, or only null labels: one conditional pass, nothing else. Otherwise one batched forward of
+        ``[x, x]`` with ``[y, null]`` and ``out_c + w (out_c - out_u)``; a null label keeps ``out_c``."""
+        if y is None:
+            return net
+        null = y == self.num_classes
+        if w == 0 or bool(null.all()):
+            return with_labels(net, y)
+        both = torch.cat([y, torch.full_like(y, self.num_classes)])
+        keep = null.view(-1, 1, 1, 1)
+
+        def call(x, t):
+            out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
+            return torch.where(keep, out_c, out_c + w * (out_c - out_u))
+        return call
+
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
-        """``n`` images in [0, 1]; options: sampler (ddpm|ddim|dpm++), steps, eta, batch_size, progress."""
-        images, _, _ = self._run(int(n), generator, options)
+    def sample(self, n: int, generator: torch.Generator, labels=None, **options) -> torch.Tensor:
+        """``n`` images in [0, 1]; options: sampler (ddpm|ddim|dpm++), steps, eta, batch_size, progress,
+        guidance. A conditional run takes ``labels`` (see :meth:`zoo.ZooModel.sample_labels`; -1 is
+        unconditional) and guides with ``guidance`` (module docstring)."""
+        images, _, _ = self._run(int(n), generator, options, labels=labels)
         return torch.cat(images).contiguous()
 
     def log_likelihood(self, x: torch.Tensor, timesteps: int | str = VLB_TERMS,
-                       generator: torch.Generator | None = None, batch_size: int | None = None) -> dict:
+                       generator: torch.Generator | None = None, batch_size: int | None = None,
+                       labels: torch.Tensor | None = None) -> dict:
         """``{"nats": (B,), "bound": "vlb"}``: the variational bound on log p(x) of the 8-bit image
         (Ho et al. 2020, section 3.3; see :meth:`Diffusion.log_likelihood`).
 
@@ -674,6 +761,10 @@ class DDPM(ZooModel):
         ``generator`` draws the x_t (default: seeded 0, so the same images give the same
         value). ``batch_size``: images x timesteps per network call [model.sample_batch_size].
         Runs in eval mode (no dropout) and fp32, whatever the training precision.
+
+        A conditional run gives the bound on log p(x | y) for ``labels`` (one per image); without labels
+        (as ``zoo eval --nll`` calls it) it uses the null class: the unconditional log p(x) the same
+        network learned through label dropout (meaningless if ``model.label_dropout`` was 0).
         """
         if timesteps in (None, "all") or (timesteps == VLB_TERMS and self.diffusion.T - 1 <= VLB_TERMS):
             timesteps = None  # all T-1 terms
@@ -682,14 +773,23 @@ class DDPM(ZooModel):
         was_training = self.training
         self.eval()
         try:
-            nats = self.diffusion.log_likelihood(self.net, x.to(self.device), timesteps, generator,
+            nats = self.diffusion.log_likelihood(self.likelihood_network(len(x), labels), x.to(self.device),
+                                                 timesteps, generator,
                                                  int(batch_size or self.cfg.model.sample_batch_size))
         finally:
             self.train(was_training)
         return {"nats": nats, "bound": "vlb"}
 
+    def likelihood_network(self, n: int, labels):
+        """The network ``log_likelihood`` calls: labelled by ``labels``, or the null class, when conditional."""
+        if self.num_classes is None and labels is None:
+            return self.net
+        y = self.null_labels(n) if labels is None else self.sample_labels(n, labels)
+        return with_labels(self.net, torch.where(y < 0, self.num_classes, y))
+
     @torch.no_grad()
-    def trajectory(self, n: int, generator: torch.Generator, frames: int = 10, **options) -> torch.Tensor:
+    def trajectory(self, n: int, generator: torch.Generator, frames: int = 10, labels=None,
+                   **options) -> torch.Tensor:
         """The denoising path of ``n`` samples: ``(n, frames, C, H, W)`` in [0, 1],
         from x_T (pure noise) to x_0, at evenly spaced sampler steps."""
         K = len(self.diffusion.plan(**{k: v for k, v in self.sampling_options(options).items()
@@ -697,8 +797,14 @@ class DDPM(ZooModel):
         if not 2 <= int(frames) <= K + 1:
             raise ZooError(f"frames={frames} must be between 2 and {K + 1} (the sampler's steps + 1)")
         keep = {int(round(i)) for i in torch.linspace(0, K, int(frames)).tolist()}
-        _, paths, _ = self._run(int(n), generator, options, keep=keep)
+        _, paths, _ = self._run(int(n), generator, options, keep=keep, labels=labels)
         return torch.cat(paths)
+
+
+def with_labels(net, y: torch.Tensor):
+    """``(x, t) -> net(x, t, y)``, ``y`` repeated to the batch (the likelihood stacks timesteps of the
+    same images)."""
+    return lambda x, t: net(x, t, y.repeat(x.shape[0] // y.shape[0]))
 
 
 def save_trajectory(frames: torch.Tensor, path) -> None:

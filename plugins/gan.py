@@ -21,6 +21,14 @@ generator step) and ``model.label_smoothing`` (one-sided: real targets become
 ``d_fake``, D's mean output on real and generated images (probabilities for
 ``bce``, raw scores for ``ls``; the targets are 1 and 0).
 
+Class-conditional (``model.conditional: true``, every GAN here, DCGAN included): the generator
+gets the label as a one-hot vector concatenated to z -- implemented as the equivalent learned
+per-class bias on its first layer's output (``zoo_plugins.conditioning``) -- and the discriminator is
+a projection discriminator (Miyato & Koyama, ICLR 2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``,
+phi the layers before the last linear one, psi that layer. In training, the generated images of a
+batch take the real batch's labels (the data's class balance). The unconditional networks, their
+parameters and state_dict keys are unchanged; the new ones are ``generator_label`` and ``projection``.
+
 :class:`GANBase` holds all of that; a family only builds its two networks
 (``build``). This module registers the MLP GAN of the classic MNIST recipe --
 G: noise 96 -> 1024 -> 1024 -> 784 (ReLU, Tanh out), D: 784 -> 256 -> 256 -> 1
@@ -38,6 +46,8 @@ from torch import nn
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.config import merge
 from zoo.contract import rand, randn, to_unit
+from zoo_plugins.conditioning import (LabelBias, labels_or_error, projection_embedding, projection_score,
+                                      run_with_label)
 
 LOSSES = ("bce", "ls")
 NOISES = ("uniform", "normal")
@@ -72,6 +82,7 @@ class GANBase(ZooModel):
 
     family = "gan"
     data_range = (-1.0, 1.0)
+    can_condition = True
     config = {
         "model": {
             "loss": Key("bce", "bce: the non-saturating GAN loss; ls: least squares (LSGAN)", choices=LOSSES),
@@ -80,6 +91,8 @@ class GANBase(ZooModel):
             "d_steps": Key(1, "discriminator steps per generator step", ge=1),
             "label_smoothing": Key(0.0, "one-sided: real targets are 1 - label_smoothing (0.1 is usual)",
                                    ge=0, lt=1),
+            "conditional": Key(False, "condition on the dataset's class labels: the label goes to the generator "
+                                      "(one-hot with z) and a projection discriminator (Miyato & Koyama 2018)"),
         },
         "trainer": {"batch_size": 128, "lr": 3e-4, "betas": [0.5, 0.999], "max_steps": 20000,
                     "log_every": 100, "sample_every": 1000, "checkpoint_every": 2000},
@@ -91,6 +104,9 @@ class GANBase(ZooModel):
         m = cfg.model
         self.z_dim = int(m.z_dim)
         self.generator, self.discriminator = self.build()
+        if self.num_classes is not None:  # after build: the networks start as the unconditional ones do
+            self.generator_label = LabelBias(self.num_classes, self.generator)
+            self.projection = projection_embedding(self.discriminator, self.num_classes)
 
     def build(self) -> tuple[nn.Module, nn.Module]:
         raise NotImplementedError
@@ -98,7 +114,10 @@ class GANBase(ZooModel):
     # training
     def configure_optimizers(self):
         # AdamW with the default weight_decay 0 is Adam; lr and betas come from cfg.trainer
-        return {"d": self.adamw(self.discriminator.parameters()), "g": self.adamw(self.generator.parameters())}
+        d, g = list(self.discriminator.parameters()), list(self.generator.parameters())
+        if self.num_classes is not None:
+            d, g = d + list(self.projection.parameters()), g + list(self.generator_label.parameters())
+        return {"d": self.adamw(d), "g": self.adamw(g)}
 
     def phases(self):
         return [("d", int(self.cfg.model.d_steps)), ("g", 1)]
@@ -109,22 +128,31 @@ class GANBase(ZooModel):
             return torch.rand(n, self.z_dim, device=device) * 2 - 1
         return torch.randn(n, self.z_dim, device=device)
 
-    def training_loss(self, x, phase):
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z), or G(z, y) with labels."""
+        return self.generator(z) if y is None else run_with_label(self.generator, z, self.generator_label(y))
+
+    def score(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x), or the projection discriminator's D(x, y) with labels."""
+        return self.discriminator(x) if y is None else projection_score(self.discriminator, self.projection, x, y)
+
+    def training_loss(self, x, phase, labels=None):
+        y = labels_or_error(self, labels)
         kind = self.cfg.model.loss
         z = self.noise(x.shape[0], x.device)
         if phase == "d":
             with torch.no_grad():
-                fake = self.generator(z)
-            real_score, fake_score = self.discriminator(x).float(), self.discriminator(fake).float()
+                fake = self.generate(z, y)
+            real_score, fake_score = self.score(x, y).float(), self.score(fake, y).float()
             loss = discriminator_loss(kind, real_score, fake_score, float(self.cfg.model.label_smoothing))
             shown = torch.sigmoid if kind == "bce" else (lambda s: s)
             return {"loss": loss, "d_real": shown(real_score).mean().detach(),
                     "d_fake": shown(fake_score).mean().detach()}
-        return {"loss": generator_loss(kind, self.discriminator(self.generator(z)))}
+        return {"loss": generator_loss(kind, self.score(self.generate(z, y), y))}
 
     # inference
     @torch.no_grad()
-    def sample(self, n, generator, **options):
+    def sample(self, n, generator, labels=None, **options):
         if options:
             raise ZooError(f"{self.cfg.model_name or 'gan'} sampling takes no options, "
                            f"got {', '.join(sorted(options))}")
@@ -132,7 +160,8 @@ class GANBase(ZooModel):
             z = rand((n, self.z_dim), generator, self.device) * 2 - 1
         else:
             z = randn((n, self.z_dim), generator, self.device)
-        return to_unit(self.generator(z), self.data_range)
+        y = None if self.num_classes is None and labels is None else self.sample_labels(n, labels)
+        return to_unit(self.generate(z, y), self.data_range)
 
 
 def with_defaults(base: dict, extra: dict) -> dict:

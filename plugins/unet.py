@@ -17,6 +17,12 @@ count ``C`` and any ``H, W`` divisible by their total down-sampling factor
   ``F.scaled_dot_product_attention``, zero-initialised output convolutions.
 
 Both embed the timestep with sinusoids followed by an MLP of width ``4 * dim``.
+
+Class-conditional: ``unet.add_classes(K)`` (called once, after construction) adds an embedding of
+``K + 1`` rows -- one per class, the last (index ``K``) the null class, "no label" -- whose row is added
+to the time embedding (as in diffusers' ``class_embedding``); ``forward(x, t, y)`` then takes labels
+``y: (B,)`` int64 in ``0..K`` (``y=None``: the null class). An unconditional U-Net has exactly the
+parameters and state_dict keys it always had.
 """
 from __future__ import annotations
 
@@ -91,6 +97,40 @@ def check_input(x: torch.Tensor, in_channels: int, factor: int, name: str) -> No
                        f"(pad or resize the images, or use fewer levels in model.dim_mults)")
 
 
+def check_labels(y: torch.Tensor, x: torch.Tensor, name: str) -> None:
+    """Label checks in ``forward`` (python ints only: no device sync)."""
+    if y.dim() != 1 or y.shape[0] != x.shape[0] or y.dtype != torch.int64:
+        raise ZooError(f"the conditional {name} U-Net expects labels int64 shaped ({x.shape[0]},) (one per image), "
+                       f"got {y.dtype} {tuple(y.shape)}")
+
+
+class ClassConditional:
+    """Mixin of both U-Nets: an optional class embedding added to the time embedding."""
+
+    def add_classes(self, num_classes: int) -> None:
+        """Condition on ``num_classes`` classes: an embedding of ``num_classes + 1`` rows (the last
+        is the null class) as wide as the time embedding. Created last, so the other weights are
+        initialised exactly as in the unconditional U-Net with the same seed."""
+        if int(num_classes) < 1:
+            raise ZooError(f"data.num_classes={num_classes} must be at least 1 for a conditional U-Net")
+        self.num_classes = int(num_classes)
+        self.classes = nn.Embedding(self.num_classes + 1, 4 * self.time.dim)
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The time embedding of ``t``, plus the class embedding of ``y`` when conditional."""
+        temb = self.time(t)
+        classes = getattr(self, "classes", None)
+        if classes is None:
+            if y is not None:
+                raise ZooError(f"the {self.name} U-Net is unconditional: labels need add_classes(K) "
+                               f"(model.conditional=true)")
+            return temb
+        if y is None:
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64, device=x.device)
+        check_labels(y, x, self.name)
+        return temb + classes(y).to(temb.dtype)
+
+
 def check_groups(channels: int, groups: int) -> None:
     if channels % groups:
         raise ZooError(f"model.groups={groups} does not divide the {channels} channels of a U-Net level "
@@ -132,7 +172,7 @@ def nearest_up(dim_in: int, dim_out: int) -> nn.Module:
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim_in, dim_out, 3, padding=1))
 
 
-class ConvNeXtUNet(nn.Module):
+class ConvNeXtUNet(ClassConditional, nn.Module):
     """U-Net of ConvNeXt blocks; level ``i`` has ``dim * dim_mults[i]`` channels."""
 
     name = "convnext"
@@ -165,9 +205,9 @@ class ConvNeXtUNet(nn.Module):
         self.final = ConvNeXtBlock(2 * dim, dim, tdim, mult)
         self.out = nn.Conv2d(dim, in_channels, 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_input(x, self.in_channels, self.factor, self.name)
-        temb = self.time(t)
+        temb = self.embed(x, t, y)
         x = self.stem(x)
         stem = x
         skips = []
@@ -242,7 +282,7 @@ class Stage(nn.ModuleList):
         return x
 
 
-class AttentionUNet(nn.Module):
+class AttentionUNet(ClassConditional, nn.Module):
     """The DDPM U-Net: ``num_res_blocks`` residual blocks per level (one more on
     the way up), self-attention at the resolutions in ``attn_resolutions``
     (given for ``image_size``), stride-2 conv down, nearest + 3x3 conv up."""
@@ -299,9 +339,9 @@ class AttentionUNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), nn.SiLU(),
                                  zero_init(nn.Conv2d(ch, in_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         check_input(x, self.in_channels, self.factor, self.name)
-        temb = self.time(t)
+        temb = self.embed(x, t, y)
         x = self.stem(x)
         skips = [x]
         for stage in self.downs:

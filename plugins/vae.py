@@ -36,6 +36,15 @@ Training is unchanged (it still minimises BCE), so the bound is that of the deco
 as a continuous Bernoulli. The gaussian decoder is already a density (its mass outside [0, 1] is
 simply lost, which keeps the bound valid).
 
+Class-conditional (``model.conditional: true``, a CVAE: Sohn et al., NeurIPS 2015): the label goes to
+the encoder, q(z | x, y), and to the decoder, p(x | z, y), as a one-hot vector concatenated to each
+network's input -- implemented as the equivalent learned per-class bias on the first layer's output
+(``zoo_plugins.conditioning``), so the networks, and an unconditional VAE's checkpoints, are unchanged.
+The prior stays N(0, I); ``sample(n, g, labels=y)`` decodes prior codes with the asked labels. Without
+labels, ``reconstruct`` uses each image's best class (highest ELBO at the posterior mean) and
+``log_likelihood`` bounds the marginal log p(x) = log (1/K) sum_y p(x | y) (uniform classes: K times
+the work); ``log_likelihood(x, labels=y)`` bounds log p(x | y).
+
 Architectures (``model.arch``): ``mlp`` -- 784 -> 400 -> 20 (mu and log sigma^2) and
 20 -> 400 -> 784 with ReLU, as in the paper's MNIST experiments; ``conv`` -- the conv
 encoder/decoder of ``zoo_plugins.ae``.
@@ -51,6 +60,7 @@ from torch import nn
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import randn, uniform_dequantize
 from zoo_plugins.ae import ConvDecoder, ConvEncoder, check_conv_size, mlp
+from zoo_plugins.conditioning import LabelBias, labels_or_error, run_with_label
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -62,6 +72,7 @@ class VAE(ZooModel):
     family = "vae"
     description = "VAE (Kingma & Welling 2014): MLP or conv, Bernoulli/Gaussian likelihood, beta on the KL"
     data_range = (0.0, 1.0)
+    can_condition = True
     config = {
         "model": {
             "arch": Key("mlp", "mlp: fully connected encoder and decoder; conv: two stride-2 convs each",
@@ -74,6 +85,8 @@ class VAE(ZooModel):
                                            "model.sigma)", choices=LIKELIHOODS),
             "sigma": Key(0.1, "gaussian likelihood: the decoder's standard deviation on [0, 1] images", gt=0),
             "beta": Key(1.0, "weight of the KL term (1: the ELBO; > 1: beta-VAE)", ge=0),
+            "conditional": Key(False, "condition on the dataset's class labels (a CVAE: the label goes to the "
+                                      "encoder and the decoder)"),
         },
         "trainer": {"batch_size": 128, "lr": 1e-3, "max_steps": 10000, "log_every": 100,
                     "sample_every": 1000, "checkpoint_every": 2000},
@@ -103,15 +116,23 @@ class VAE(ZooModel):
             check_conv_size("vae", h)
             self.encoder = ConvEncoder(c, h, int(m.width), 2 * self.latent)
             self.decoder = ConvDecoder(self.latent, c, h, int(m.width))
+        if self.num_classes is not None:  # after the networks: their initialisation stays the unconditional one
+            self.encoder_label = LabelBias(self.num_classes, self.encoder)
+            self.decoder_label = LabelBias(self.num_classes, self.decoder)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of q(z | x), in float32."""
-        mu, logvar = self.encoder(x).float().chunk(2, dim=1)
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z | x) (q(z | x, y) with labels ``y``), in float32."""
+        out = self.encoder(x) if y is None else run_with_label(self.encoder, x, self.encoder_label(y))
+        mu, logvar = out.float().chunk(2, dim=1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes -> the decoder's mean image in [0, 1]."""
-        return torch.sigmoid(self.decoder(z).float())
+    def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's output for codes ``z`` (and labels ``y``), float32."""
+        return (self.decoder(z) if y is None else run_with_label(self.decoder, z, self.decoder_label(y))).float()
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (and labels) -> the decoder's mean image in [0, 1]."""
+        return torch.sigmoid(self.logits(z, y))
 
     def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x | z) per image, in nats."""
@@ -122,20 +143,32 @@ class VAE(ZooModel):
         sq = (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
         return sq / (2 * sigma ** 2) + x[0].numel() * math.log(sigma * math.sqrt(2 * math.pi))
 
-    def training_loss(self, x, phase):
-        mu, logvar = self.encode(x)
+    def training_loss(self, x, phase, labels=None):
+        y = labels_or_error(self, labels)
+        mu, logvar = self.encode(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        rec = self.nll(self.decoder(z).float(), x).mean()
-        # KL(N(mu, s^2) || N(0, 1)) = (mu^2 + s^2 - 1 - log s^2) / 2; expm1 keeps each term >= 0 in floats
-        kl = 0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar).sum(1).mean()
+        rec = self.nll(self.logits(z, y), x).mean()
+        kl = kl_to_prior(mu, logvar).mean()
         loss = rec + float(self.cfg.model.beta) * kl
         return {"loss": loss, "rec": rec.detach(), "kl": kl.detach(), "elbo": -(rec + kl).detach()}
 
     @torch.no_grad()
-    def sample(self, n, generator, **options):
+    def sample(self, n, generator, labels=None, **options):
         if options:
             raise ZooError(f"vae sampling takes no options, got {', '.join(sorted(options))}")
-        return self.decode(randn((n, self.latent), generator, self.device))
+        z = randn((n, self.latent), generator, self.device)
+        y = None if self.num_classes is None and labels is None else self.sample_labels(n, labels)
+        return self.decode(z, y)
+
+    @torch.no_grad()
+    def best_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image's class with the highest ELBO at the posterior mean (conditional runs)."""
+        scores = []
+        for c in range(self.num_classes):
+            y = torch.full((len(x),), c, dtype=torch.int64, device=x.device)
+            mu, logvar = self.encode(x, y)
+            scores.append(-(self.nll(self.logits(mu, y), x) + kl_to_prior(mu, logvar)))
+        return torch.stack(scores, 1).argmax(1)
 
     def log_density(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """log p(y | z) per image (nats, float64) for continuous y in [0, 1]: the continuous Bernoulli
@@ -145,14 +178,32 @@ class VAE(ZooModel):
         return -self.nll(logits.double(), y.double())
 
     @torch.no_grad()
-    def log_likelihood(self, x, generator=None, samples: int = 64):
+    def log_likelihood(self, x, generator=None, samples: int = 64, labels=None):
         """Bounds on log P(x) of the 8-bit images ``x`` (in [0, 1]): ``{"nats": iwae-K, "bound": "iwae-K",
         "also": {"elbo": ...}}`` from K draws of (z ~ q(z | x), u ~ U[0, 1)^D) per image (see the module
-        docstring); with ``samples=1``, the ELBO alone."""
+        docstring); with ``samples=1``, the ELBO alone. A conditional run bounds log P(x | y) for
+        ``labels``, and without them the marginal over uniform classes, log (1/C) sum_y P(x | y), from
+        K draws per class (each class's estimate of P(x | y) is unbiased, so their mean is too)."""
         k = int(samples)
         g = generator if generator is not None else torch.Generator(self.device).manual_seed(0)
         x = x.to(self.device).float()
-        mu, logvar = self.encode(x)
+        if self.num_classes is None or labels is not None:
+            y = None if labels is None else self.sample_labels(len(x), labels)
+            log_w = self.log_weights(x, y, k, g)
+            elbo = log_w.mean(1)
+        else:
+            per_class = [self.log_weights(x, torch.full((len(x),), c, dtype=torch.int64, device=self.device), k, g)
+                         for c in range(self.num_classes)]
+            log_w = torch.cat(per_class, 1)
+            elbo = torch.logsumexp(torch.stack([w.mean(1) for w in per_class], 1), 1) - math.log(len(per_class))
+        if k == 1 and log_w.shape[1] == 1:
+            return {"nats": elbo, "bound": "elbo"}
+        return {"nats": torch.logsumexp(log_w, 1) - math.log(log_w.shape[1]), "bound": f"iwae-{k}",
+                "also": {"elbo": elbo}}
+
+    def log_weights(self, x: torch.Tensor, y: torch.Tensor | None, k: int, g: torch.Generator) -> torch.Tensor:
+        """``(B, k)`` importance log-weights log p(x, z) / q(z | x) (given labels ``y``) of ``k`` draws."""
+        mu, logvar = self.encode(x, y)
         std = (0.5 * logvar).exp()
         q = torch.distributions.Normal(mu.double(), std.double())
         log_w = []
@@ -160,19 +211,26 @@ class VAE(ZooModel):
         for start in range(0, k, per_chunk):
             c = min(per_chunk, k - start)
             z = mu + std * randn((c, *mu.shape), g, self.device)                    # (c, B, latent)
-            y, log_jacobian = uniform_dequantize(x.expand(c, *x.shape).flatten(0, 1), self.data_range, g)
-            log_px = self.log_density(self.decoder(z.flatten(0, 1)).float(), y) + log_jacobian
+            v, log_jacobian = uniform_dequantize(x.expand(c, *x.shape).flatten(0, 1), self.data_range, g)
+            labels = None if y is None else y.repeat(c)
+            log_px = self.log_density(self.logits(z.flatten(0, 1), labels), v) + log_jacobian
             log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z.double()).sum(-1)
             log_w.append(log_px.view(c, -1) + log_pz - q.log_prob(z.double()).sum(-1))
-        log_w = torch.cat(log_w).T                                                    # (B, K)
-        elbo = log_w.mean(1)
-        if k == 1:
-            return {"nats": elbo, "bound": "elbo"}
-        return {"nats": torch.logsumexp(log_w, 1) - math.log(k), "bound": f"iwae-{k}", "also": {"elbo": elbo}}
+        return torch.cat(log_w).T                                                     # (B, K)
 
     @torch.no_grad()
-    def reconstruct(self, x):
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x, labels=None):
+        """Decoded posterior means; a conditional run uses ``labels``, else each image's best class."""
+        if self.num_classes is None and labels is None:
+            return self.decode(self.encode(x)[0])
+        y = self.best_labels(x) if labels is None else self.sample_labels(len(x), labels, x.device)
+        return self.decode(self.encode(x, y)[0], y)
+
+
+def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, s^2) || N(0, 1)) per row = sum (mu^2 + s^2 - 1 - log s^2) / 2; expm1 keeps each term >= 0
+    in floats."""
+    return 0.5 * (mu.pow(2) + torch.expm1(logvar) - logvar).sum(1)
 
 
 def continuous_bernoulli_log_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
