@@ -271,6 +271,7 @@ def test_cli_trains_samples_and_evaluates_fid_and_bits_per_dim(tmp_path):
     result = json.loads((run / "eval.json").read_text())
     assert result["bits_per_dim_bound"] == "exact" and 0 < result["bits_per_dim"] < 16 and result["nll_n"] == 4
     assert result["fid"] > 0 and result["sampler"] == "heun" and result["sampling_steps"] == 3
+    assert result["sampling_nfe"] == 6   # Heun: 2 evaluations per step
     assert result["nll_options"] == {"solver": "heun", "steps": 3}
     r = zoo_cli("sample", run, "-n", 4, "--sampler", "dopri5", "--steps", 3, "--out", tmp_path / "g.png")
     assert r.returncode == 2 and "error: steps=3 does not apply to sampler dopri5" in r.output

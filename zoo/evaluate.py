@@ -148,6 +148,8 @@ def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
         images = sample_images(model, n, seed=spec.seed, batch_size=spec.batch_size, progress=spec.progress,
                                **options)
         extra = {"seconds_sampling": round(time.perf_counter() - t, 3)}
+        if getattr(model, "last_nfe", None) is not None:  # models that count their network evaluations (flow)
+            extra["sampling_nfe"] = model.last_nfe
         result.update(evaluate_images(images, ref, spec, metrics=metrics,
                                       device=spec.device if spec.device is not None else model.device))
     else:
