@@ -161,13 +161,14 @@ def _dopri5(f, x: tuple, t0: float, t1: float, rtol: float, atol: float, on_step
     h = math.copysign(min(0.05, abs(span)), span)
     k0, nfe = f(t, x), 1
     while (t1 - t) * span > 0:
-        h = math.copysign(min(abs(h), abs(t1 - t)), span)
+        last = abs(h) >= abs(t1 - t)
+        h = t1 - t if last else h
         y, ks = _rk_step(f, t, x, h, DOPRI5_A, DOPRI5_B, DOPRI5_C, k0)
         nfe += len(DOPRI5_C) - 1
         err = _comb(tuple(torch.zeros_like(v) for v in x), h, [p - q for p, q in zip(DOPRI5_B, DOPRI5_B4)], ks)
         ratio = _error_ratio(err, x, y, rtol, atol)
         if ratio <= 1.0:  # accept: the last stage is f(t + h, y), the next step's first (FSAL)
-            t, x, k0 = t + h, y, ks[-1]
+            t, x, k0 = t1 if last else t + h, y, ks[-1]
             if on_step is not None:
                 on_step(nfe)
         if nfe > MAX_NFE:
