@@ -34,10 +34,10 @@ more (73 lines in all, with the NFE counted where the network is called). Measur
 the 3-minute `cpu`-preset U-Net (batch 32, one thread, a shared machine, best of 2): Euler 10 steps 22.5 s here
 vs 20.3 s, Heun 10 37.4 vs 40.0 s, midpoint 10 41.1 vs 44.0 s, the same NFE and the same images to 1.4e-6 (sums
 in another order); dopri5 at rtol = atol = 1e-3 took 25 evaluations (47.8 s) vs 26 (48.7 s: its first step
-size costs one more), images within 5e-3 (another step sequence, both inside the tolerance). Times are equal
-within the noise of the shared machine: the network is
-the time either way. torchdiffeq would add 2,072 lines and scipy as dependencies, and bring the adjoint
-method and other solvers that nothing here needs; an NFE count would still need a wrapper around the network.
+size costs one more), images within 5e-3 (another step sequence, both inside the tolerance). The times are equal
+within the noise of the shared machine: the network is the time either way. torchdiffeq would add 2,072 lines
+and scipy as dependencies, and bring the adjoint method and other solvers that nothing here needs; an NFE count
+would still need a wrapper around the network.
 
 Likelihood (``zoo eval --nll``): uniform dequantisation (``zoo.contract.uniform_dequantize``) turns the flow's
 continuous density into a log-probability of the 8-bit image; ``bound`` is ``"exact"``: the density of the
