@@ -46,6 +46,7 @@ dequantised image is the model's exact one, estimated without bias by Hutchinson
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 
@@ -247,7 +248,7 @@ def build_unet(m, channels: int, size: int):
 
 
 def _without(preset: dict, *keys: str) -> dict:
-    return {k: v for k, v in preset.items() if k not in keys}
+    return {k: copy.deepcopy(v) for k, v in preset.items() if k not in keys}
 
 
 class FlowMatching(ZooModel):
@@ -291,8 +292,8 @@ class FlowMatching(ZooModel):
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
         },
         "data": {"image_size": 32},
-        "trainer": dict(DDPM.config["trainer"]),
-        "ema": dict(DDPM.config["ema"]),
+        "trainer": copy.deepcopy(DDPM.config["trainer"]),
+        "ema": copy.deepcopy(DDPM.config["ema"]),
     }
     # `gpu` is the defaults (DDPM's GPU U-Net, not yet measured on a GPU). `cpu` mirrors DDPM's measured CPU
     # recipe (benchmarks/results/ddpm-recipe-cpu: the same U-Net, lr, batch, EMA and 20-minute budget) with Heun
@@ -302,11 +303,11 @@ class FlowMatching(ZooModel):
         "cpu": {
             "model": {**_without(DDPM.presets["cpu"]["model"], "objective", "schedule", "dpm_steps"),
                       "sampler": "heun", "sample_steps": 10},
-            **{k: v for k, v in DDPM.presets["cpu"].items() if k != "model"},
+            **{k: copy.deepcopy(v) for k, v in DDPM.presets["cpu"].items() if k != "model"},
         },
         "tiny": {
             "model": {**DDPM.presets["tiny"]["model"], "sample_steps": 4},
-            "trainer": dict(DDPM.presets["tiny"]["trainer"]),
+            "trainer": copy.deepcopy(DDPM.presets["tiny"]["trainer"]),
         },
     }
     preset_help = {
