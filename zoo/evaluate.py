@@ -175,6 +175,8 @@ def _evaluate_model(model, reference, spec: EvalSpec, labels=None) -> dict:
         if asked is not None:
             extra["sample_labels"] = "balanced (image i asks for class i % num_classes)" if labels is None else \
                 "given"
+        if getattr(model, "last_nfe", None) is not None:  # models that count their network evaluations (flow)
+            extra["sampling_nfe"] = model.last_nfe
         result.update(evaluate_images(images, ref, spec, labels=asked, config=cfg,
                                       device=spec.device if spec.device is not None else model.device))
     else:
