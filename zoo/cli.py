@@ -288,9 +288,10 @@ def show_config(model, preset, config_file, sets, explain, reference):
 # Each family of commands lives in its own module (click only at import time: `zoo --help` stays fast).
 from .cli_compare import compare_cmd, sample_cmd  # noqa: E402
 from .cli_eval import eval_cmd, eval_net  # noqa: E402
+from .cli_export import export_cmd  # noqa: E402
 from .cli_train import train_cmd  # noqa: E402
 
-for _command in (train_cmd, sample_cmd, eval_cmd, compare_cmd, eval_net):
+for _command in (train_cmd, sample_cmd, eval_cmd, compare_cmd, eval_net, export_cmd):
     main.add_command(_command)
 
 
