@@ -35,8 +35,8 @@ def resolve(source) -> Path:
             near = [p.name for p in path.parent.iterdir() if p.is_dir()]
         except OSError:
             near = []
-        raise ZooError(f"'{path}' does not exist{did_you_mean(path.name, near)} -- give a run directory, a "
-                       f"folder `zoo export` wrote, or hf://ORG/NAME")
+        raise ZooError(f"run directory '{path}' does not exist{did_you_mean(path.name, near)} (give a run "
+                       f"directory, a folder `zoo export` wrote, or hf://ORG/NAME)")
     return path
 
 
@@ -57,7 +57,7 @@ def kind(source) -> str:
         return "run"
     if (path / CONFIG).is_file():
         return "export"
-    raise ZooError(f"'{source}' is neither a zoo run (no config.yaml) nor an export (no {CONFIG}): "
+    raise ZooError(f"'{source}' is not a zoo run directory (no config.yaml) nor an export (no {CONFIG}): "
                    f"give a run directory, a folder `zoo export` wrote, or hf://ORG/NAME")
 
 
