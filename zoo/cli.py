@@ -43,6 +43,7 @@ def main():
       zoo train --resume --out runs/X   continue an interrupted run
       zoo sample runs/X -n 64 --out grid.png
       zoo eval runs/X                   FID / IS / KID / precision-recall
+      zoo export runs/X exports/X       safetensors + model card; sample/eval/compare take it
 
     Data is read from --set data.root=DIR, else $ZOO_DATA, else ~/.cache/zoo/data (downloaded
     there on first use; ZOO_OFFLINE=1 never downloads).
