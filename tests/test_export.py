@@ -96,14 +96,16 @@ def test_cli_sample_and_eval_of_an_export_match_the_run(runs, tmp_path):
 
 @pytest.mark.slow
 def test_compare_ranks_existing_runs_and_exports_without_training(runs, tmp_path):
-    (ae_run, _), (_, vae_export) = runs["ae"], runs["vae"]
+    (ae_run, _), (gan_run, _), (_, vae_export) = runs["ae"], runs["gan"], runs["vae"]
     out = tmp_path / "cmp"
-    r = zoo_cli("compare", ae_run, vae_export, "-n", "300", "--fid-points", "0", "--metrics", "fid", "--out", out)
+    r = zoo_cli("compare", ae_run, gan_run, vae_export, "-n", "256", "--fid-points", "0", "--metrics", "fid",
+                "--out", out)
     assert r.returncode == 0, r.output
     assert not (out / "runs").exists()  # nothing trained
     board = json.loads((out / "leaderboard.json").read_text())
-    assert {row["model"] for row in board["rows"]} == {"ae", "vae"}
+    assert {row["model"] for row in board["rows"]} == {"ae", "gan", "vae"}
     assert all(row["fid"] is not None and row["steps"] == 2 for row in board["rows"])
+    assert [row["fid"] for row in board["rows"]] == sorted(row["fid"] for row in board["rows"])  # ranked
     assert "an export: trained elsewhere" in board["context"]["not trained here"]
     assert "an existing run" in (out / "leaderboard.md").read_text()
 
@@ -220,6 +222,7 @@ def test_hf_uri_offline_from_the_hub_cache(runs, tmp_path):
         zoo.load("hf://just-a-name")
 
 
+@pytest.mark.slow
 def test_push_needs_a_token_before_any_work(tmp_path):
     """--push is tested up to the network call only (no network here): without a token it stops before
     exporting; with one, the upload's failure is one line."""

@@ -67,10 +67,14 @@ def source_config(source, sets=()):
     from . import api
     if kind(source) == "run":
         return api.run_config(resolve(source), sets)
-    from .config import Config, merge, parse_set
-    meta = read_meta(resolve(source))
-    model_entry(meta, resolve(source))
-    return Config(merge(meta["config"], parse_set(sets), source="--set", strict=False))
+    from .config import BASE, Config, defaults, merge, parse_set
+    from .registry import model_schema
+    path = resolve(source)
+    meta = read_meta(path)
+    model_entry(meta, path)
+    schema = model_schema(meta["model_name"])  # checked as a run's config.yaml is; keys added since: defaults
+    cfg = merge(defaults(BASE), meta["config"], source=f"'{path / CONFIG}'", strict=False, schema=schema)
+    return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
 
 
 def load(source, *, ema: bool = True, checkpoint_name: str = "last.pt", device="cpu"):
