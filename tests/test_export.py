@@ -257,3 +257,25 @@ def test_export_best_checkpoint_and_eval_now(tmp_path):
     assert torch.equal(best, sample_images(zoo.load(out), 4))
     r = zoo_cli("export", run, out, "--checkpoint", "last")
     assert r.returncode == 2 and "not empty: pass --force" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_ddpm_cpu_preset_exports_under_5_mb(tmp_path):
+    """The weights file of the DDPM `cpu` preset (the export's largest part) fits in 5 MB: benchmarks/results/
+    export-cpu.md measures the whole folder of its 10-minute run (4.52 MB)."""
+    from zoo.export import write_weights
+    from zoo.registry import create_model
+    model = create_model("ddpm", preset="cpu")
+    model.step = 0
+    write_weights(model, tmp_path, tmp_path, "last.pt")
+    assert (tmp_path / "model.safetensors").stat().st_size <= 4.8e6
+
+
+@pytest.mark.slow
+def test_export_refuses_a_missing_best_checkpoint_and_a_non_empty_target(runs, tmp_path):
+    run, exported = runs["gan"]
+    with pytest.raises(ZooError, match="has no checkpoints/best.pt: it logged no periodic FID"):
+        export(run, tmp_path / "a", checkpoint="best")
+    with pytest.raises(ZooError, match="not empty: pass --force"):
+        export(run, exported)
+    assert not (tmp_path / "a").exists()
