@@ -67,14 +67,22 @@ def source_config(source, sets=()):
     from . import api
     if kind(source) == "run":
         return api.run_config(resolve(source), sets)
-    from .config import BASE, Config, defaults, merge, parse_set
+    from .config import Config, merge, parse_set
     from .registry import model_schema
     path = resolve(source)
     meta = read_meta(path)
     model_entry(meta, path)
-    schema = model_schema(meta["model_name"])  # checked as a run's config.yaml is; keys added since: defaults
-    cfg = merge(defaults(BASE), meta["config"], source=f"'{path / CONFIG}'", strict=False, schema=schema)
-    return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
+    return Config(merge(export_config(path, meta), parse_set(sets), source="--set",
+                        schema=model_schema(meta["model_name"])))
+
+
+def export_config(path: Path, meta: dict):
+    """An export's resolved config, checked against its model's declarations as a run's config.yaml is; keys
+    zoo added since it was exported take their defaults (nothing it holds changes)."""
+    from .config import BASE, Config, defaults, merge
+    from .registry import model_schema
+    return Config(merge(defaults(BASE), meta["config"], source=f"'{Path(path) / CONFIG}'", strict=False,
+                        schema=model_schema(meta["model_name"])))
 
 
 def load(source, *, ema: bool = True, checkpoint_name: str = "last.pt", device="cpu"):
@@ -98,13 +106,12 @@ def load_export(path, device="cpu"):
     """Build the model from ``path/config.json`` and load ``path/model.safetensors`` into it, checked."""
     import torch  # noqa: F401 - the model needs it; safetensors' torch loader below too
 
-    from .config import Config
     from .registry import complete_data_config
     path = Path(path)
     meta = read_meta(path)
     entry = model_entry(meta, path)
     tensors = read_weights(path, meta)
-    cfg = Config(json.loads(json.dumps(meta["config"])))
+    cfg = export_config(path, meta)
     complete_data_config(cfg)
     model = entry.cls(cfg)
     check_tensors(model.state_dict(), tensors, path / WEIGHTS, meta["model_name"])
