@@ -6,6 +6,7 @@ Python API (the CLI is a thin layer over it)::
     zoo.list_models()
     run = zoo.train("vae", preset="tiny", out="runs/vae")
     model = zoo.load_run("runs/vae")          # ready to sample (EMA weights if any)
+    model = zoo.load("exports/vae")           # a run, a `zoo export` folder or hf://ORG/NAME[@REV]
     images = model.sample(16, torch.Generator().manual_seed(0))
     digits = zoo.load_dataset("mnist", "test")  # uint8 (N, C, H, W)
 
@@ -31,6 +32,7 @@ _LAZY = {
     "load_dataset": "data",
     "train": "api",
     "load_run": "api",
+    "load": "sources",
 }
 
 __all__ = ["ZooError", "__version__", *_LAZY]

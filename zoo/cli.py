@@ -43,6 +43,7 @@ def main():
       zoo train --resume --out runs/X   continue an interrupted run
       zoo sample runs/X -n 64 --out grid.png
       zoo eval runs/X                   FID / IS / KID / precision-recall
+      zoo export runs/X exports/X       safetensors + model card; sample/eval/compare take it
 
     Data is read from --set data.root=DIR, else $ZOO_DATA, else ~/.cache/zoo/data (downloaded
     there on first use; ZOO_OFFLINE=1 never downloads).
@@ -301,9 +302,10 @@ def show_config(model, preset, config_file, sets, explain, reference):
 # Each family of commands lives in its own module (click only at import time: `zoo --help` stays fast).
 from .cli_compare import compare_cmd, sample_cmd  # noqa: E402
 from .cli_eval import eval_cmd, eval_net  # noqa: E402
+from .cli_export import export_cmd  # noqa: E402
 from .cli_train import train_cmd  # noqa: E402
 
-for _command in (train_cmd, sample_cmd, eval_cmd, compare_cmd, eval_net):
+for _command in (train_cmd, sample_cmd, eval_cmd, compare_cmd, eval_net, export_cmd):
     main.add_command(_command)
 
 

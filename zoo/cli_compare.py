@@ -52,7 +52,7 @@ def clean_warnings():
 @click.option("--no-ema", is_flag=True, help="Use the raw weights even when the run has an EMA.")
 @click.option("--device", default="auto", show_default=True)
 def sample_cmd(run_dir, n, out, **opts):
-    """Draw N images from a trained run (EMA weights when it has them).
+    """Draw N images from a trained run (EMA weights when it has them), an export or hf://ORG/NAME[@REV].
 
     \b
     Options the model declares go through --option, checked before any work:
@@ -63,11 +63,11 @@ def sample_cmd(run_dir, n, out, **opts):
       zoo sample runs/cddpm --label 7 -n 64 --out sevens.png --guidance 2
       zoo sample runs/cddpm --label all -n 100 --out classes.png
     """
-    from . import api
+    from . import api, sources
     options = option_values(opts["option_items"], sampler=("--sampler", opts["sampler"]),
                             steps=("--steps", opts["steps"]), eta=("--eta", opts["eta"]),
                             guidance=("--guidance", opts["guidance"]))
-    cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
+    cfg = sources.source_config(run_dir)  # before torch: a wrong RUN_DIR (or export, hf://) is an error at once
     labels, per_row = label_plan(opts["label"], cfg, n)
     n = len(labels) if labels is not None else n
     from .contract import check_sample_options
@@ -77,7 +77,7 @@ def sample_cmd(run_dir, n, out, **opts):
     options = check_sample_options(registry().model(cfg.model_name).cls, options, source="sampling options",
                                    name=cfg.model_name)
     with clean_warnings():
-        model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
+        model = sources.load(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
                              device=api.pick_device(opts["device"]))
         from .images import sample_labelled
         images, asked = sample_labelled(model, n, seed=opts["seed"], batch_size=opts["batch_size"], progress=True,
@@ -131,11 +131,12 @@ def compare_cmd(items, out, **opts):
     """Train (what is not trained yet), evaluate and rank models side by side.
 
     \b
-    Items are model names (trained into OUT/runs/NAME with the same budget) or existing
-    run directories. Every name, preset, --set and --option is checked before anything
-    trains. During training a cheap FID is taken up to --fid-points times per run, in at
-    most --fid-share of its training time (the plan is printed); each model
-    is ranked at its best checkpoint by that FID (as StudioGAN does), and its last
+    Items are model names (trained into OUT/runs/NAME with the same budget), existing
+    run directories, or exports (`zoo export` folders, hf://ORG/NAME[@REV]): those are
+    scored as they are, never trained, and the leaderboard says so. Every name, preset,
+    --set and --option is checked before anything trains. During training a cheap FID is
+    taken up to --fid-points times per run, in at most --fid-share of its training time
+    (the plan is printed); each model is ranked at its best checkpoint by that FID (as StudioGAN does), and its last
     checkpoint's FID is shown next to it. Writes leaderboard.md/.csv/.json, samples.png,
     curves.png (FID against time for every model, one loss panel per model),
     memorisation.png (samples next to their nearest training images) and a

@@ -78,7 +78,8 @@ def eval_cmd(run_dir, images_path, **opts):
 
     \b
     Samples N images from RUN_DIR's model (EMA weights when it has them), compares them with the
-    run's training images, prints a table and writes RUN_DIR/eval.json:
+    run's training images, prints a table and writes RUN_DIR/eval.json. RUN_DIR may also be an
+    export (`zoo export`) or hf://ORG/NAME[@REV] (then no eval.json is written):
       zoo eval runs/ddpm --option sampler=ddim --option steps=50
       zoo eval runs/vae -n 2000 --metrics fid,is --reference holdout
       zoo eval runs/vae --nll --nll-option samples=256 --metrics none
@@ -108,11 +109,15 @@ def eval_cmd(run_dir, images_path, **opts):
     result.update({"sampler": options.get("sampler"), "sampling_steps": options.get("steps"),
                    "zoo": __version__, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "wall_seconds": round(time.time() - t0, 2)})
+    from .sources import kind
+    written = run_dir is not None and kind(run_dir) == "run"  # not into an export or the hub cache
     if run_dir is not None:
         result["run"] = str(run_dir)
         if scales:
             from .guidance_sweep import sweep_figure
-            result["plot"] = str(sweep_figure(result, opts["plot"] or Path(run_dir) / "guidance.png"))
+            plot = opts["plot"] or (Path(run_dir) if written else Path(".")) / "guidance.png"
+            result["plot"] = str(sweep_figure(result, plot))
+    if written:
         (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     if opts["as_json"]:
         click.echo(json.dumps(result))
@@ -121,7 +126,8 @@ def eval_cmd(run_dir, images_path, **opts):
         click.echo(f"{result['n']} samples of {run_dir} per guidance scale vs {result['reference']}; extractor "
                    f"{result['extractor']}")
         click.echo(sweep_table(result))
-        click.echo(f"wrote {Path(run_dir) / 'eval.json'} and {result['plot']} ({result['wall_seconds']:.1f} s)")
+        wrote = f"{Path(run_dir) / 'eval.json'} and " if written else ""
+        click.echo(f"wrote {wrote}{result['plot']} ({result['wall_seconds']:.1f} s)")
     else:
         if result.get("reference"):
             what = f"{result['n']} samples of {run_dir}" if run_dir else f"{result['n']} images from {images_path}"
@@ -131,7 +137,7 @@ def eval_cmd(run_dir, images_path, **opts):
             click.echo(f"likelihood of {result['nll_n']} images: {result['nll_images']} "
                        f"(D = {result['nll_dims']} dimensions)")
         click.echo(result_table(result))
-        if run_dir is not None:
+        if written:
             click.echo(f"wrote {Path(run_dir) / 'eval.json'} ({result['wall_seconds']:.1f} s)")
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
@@ -185,8 +191,8 @@ def _eval_run(run_dir, spec, overrides: dict, opts: dict, scales=()) -> dict:
     load its model and evaluate it (at each guidance scale of a sweep)."""
     from dataclasses import replace
 
-    from . import api
-    cfg = api.run_config(run_dir)  # before torch: a wrong RUN_DIR is an error at once
+    from . import api, sources
+    cfg = sources.source_config(run_dir)  # before torch: a wrong RUN_DIR (or export, hf://) is an error at once
     from .config import Config, merge
     from .contract import check_likelihood_options, check_sample_options
     from .evaluate import evaluate
@@ -202,7 +208,7 @@ def _eval_run(run_dir, spec, overrides: dict, opts: dict, scales=()) -> dict:
     spec = replace(spec, sample_options=check_sample_options(cls, spec.sample_options, name=cfg.model_name))
     if spec.nll:   # before any work: a typo costs nothing
         spec = replace(spec, nll_options=check_likelihood_options(cls, spec.nll_options, name=cfg.model_name))
-    model = api.load_run(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
+    model = sources.load(run_dir, ema=not opts["no_ema"], checkpoint_name=opts["ckpt"],
                          device=api.pick_device(opts["device"]))
     cfg = Config(merge(model.cfg.to_dict(), overrides, source="--set"))
     ref = reference_for_config(cfg, opts["reference"]) if parse_metrics(spec.metrics, allow_empty=spec.nll) else None

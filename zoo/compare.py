@@ -91,5 +91,7 @@ def _context(rows: list, out: Path, s: CompareSpec, seconds: float) -> dict:
             if s.fid_points else "the best by periodic FID where a run logged one, else the last (periodic FID "
                                  "off for runs trained here)",
             **{k: "; ".join(sorted(v)) or "-" for k, v in refs.items()},
+            "not trained here": "; ".join(f"{r.model} ({r.get('origin')})" for r in rows
+                                          if r.get("origin") not in (None, "trained here")) or "-",
             "runs": f"{out / 'runs'} (tensorboard --logdir {out / 'runs'} overlays them)",
             "wall clock": f"{seconds:.0f} s"}

@@ -36,6 +36,7 @@ class Entry:
     run: Path                   # the run directory (existing, or to be trained into)
     cfg: object                 # the resolved config it trains with, or the run's own
     action: str                 # train | resume | reuse (OUT/runs/NAME) | run (a run directory given by the user)
+                                # | export (a `zoo export` folder or hf://ORG/NAME: trained elsewhere)
     preset: str | None = None
     options: dict = field(default_factory=dict)   # its checked sampling options
     nll_options: dict = field(default_factory=dict)  # its checked likelihood options (--nll-option)
@@ -44,6 +45,21 @@ class Entry:
 
 def _is_run(item) -> bool:
     return (Path(item) / "config.yaml").is_file()
+
+
+def _is_export(item) -> bool:
+    from .sources import HF_PREFIX, is_export
+    return str(item).startswith(HF_PREFIX) or is_export(Path(item))
+
+
+def _export_entry(item: str, presets: dict) -> Entry:
+    """An export (a folder or hf://ORG/NAME[@REV]): scored as it is, never trained here."""
+    from .sources import HF_PREFIX, resolve, source_config
+    if item in presets:
+        raise ZooError(f"--preset {item}=...: '{item}' is an export; presets apply to models trained here")
+    cfg = source_config(item)  # a missing plugin: one line naming the package
+    label = item[len(HF_PREFIX):] if item.startswith(HF_PREFIX) else Path(item).name
+    return Entry(label, cfg.model_name, resolve(item), cfg, "export")
 
 
 def budget_sets(budget_minutes=None, steps=None) -> list[str]:
@@ -105,6 +121,8 @@ def _entry(item: str, out: Path, s: CompareSpec) -> Entry:
     from . import api
     from .registry import complete_data_config, model_config, registry
     reg, presets = registry(), dict(s.presets or {})
+    if _is_export(item):
+        return _export_entry(item, presets)
     if _is_run(item):
         run = Path(item)
         if item in presets:
@@ -116,8 +134,8 @@ def _entry(item: str, out: Path, s: CompareSpec) -> Entry:
                            f"(zoo train --resume --out {run}) or leave it out")
         return Entry(run.name, cfg.model_name, run, cfg, "run")
     if "/" in item or Path(item).exists():
-        raise ZooError(f"'{item}' is not a zoo run directory (no config.yaml) -- give a model name "
-                       f"(`zoo list`) or a run directory")
+        raise ZooError(f"'{item}' is neither a zoo run directory (no config.yaml) nor an export (no config.json) "
+                       f"-- give a model name (`zoo list`), a run directory, an export or hf://ORG/NAME")
     reg.model(item)  # unknown name: one line with a did-you-mean, before anything trains
     chosen = presets.get(item, s.preset)
     sets = list(s.sets) + budget_sets(s.budget_minutes, s.steps)

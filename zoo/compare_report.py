@@ -25,7 +25,7 @@ from .scores import ABSENT, Score, fmt
 AFTER_FID = ["fid_last", "best_step"]                            # compare's own, next to the ranked FID
 OWN = ["params", "steps", "train_seconds", "sample_seconds_per_1000", "error"]
 OWN_HEADERS = ["params", "steps", "train s", "sample s/1k", "error"]
-OWN_JSON = ["sample_options", "fid_curve", "nearest", "nll_options"]
+OWN_JSON = ["sample_options", "fid_curve", "nearest", "nll_options", "origin"]
 _PRIVATE = {"_grid": "grid", "_nearest": "neighbours", "_run": "run", "_extractor": "extractor",
             "_reference": "reference", "_trace": "trace"}
 

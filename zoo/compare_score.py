@@ -32,7 +32,7 @@ def score_all(entries: list[Entry], errors: dict, spec: CompareSpec, echo=print)
     sorted by FID; failures last."""
     rows = []
     for i, e in enumerate(entries, 1):
-        row = Row(e.label, errors.get(e.label, ""), {"sample_options": dict(e.options)})
+        row = Row(e.label, errors.get(e.label, ""), {"sample_options": dict(e.options), "origin": origin(e)})
         if not row.error:
             t0 = time.time()
             try:
@@ -72,6 +72,9 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
     v["params"] = sum(p.numel() for p in last.parameters())
     v["steps"] = last.step
     meta = _metrics_log(e.run)
+    if e.action == "export":  # no training log travels with an export: its config.json says how long it took
+        from .sources import read_meta
+        meta["time"] = (read_meta(e.run).get("training") or {}).get("seconds")
     v["train_seconds"] = round(meta["time"], 1) if meta.get("time") is not None else None
     v["fid_curve"] = meta["fid"]
     which = f"best checkpoint (step {ranked.step})" + (f" and last (step {last.step})" if spec.score_last else "") \
@@ -118,11 +121,18 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
         echo(f"[compare] {e.label}: memorisation check failed: {_one_line(ex)}")
 
 
+def origin(e: Entry) -> str:
+    """Where a row's model comes from: trained by this compare, or given to it already trained."""
+    if e.action == "export":
+        return "an export: trained elsewhere, not by this compare"
+    return "an existing run: not trained by this compare" if e.action == "run" else "trained here"
+
+
 def _load(run: Path, name: str, device):
-    """A run's checkpoint ``name``; an unreadable file is a one-line error naming it."""
-    from . import api
+    """A run's checkpoint ``name`` (an export's weights); an unreadable file is a one-line error naming it."""
+    from . import sources
     try:
-        return api.load_run(run, checkpoint_name=name, device=device)
+        return sources.load(run, checkpoint_name=name, device=device)
     except ZooError:
         raise
     except Exception as ex:  # noqa: BLE001 - a truncated or foreign file: say which
