@@ -146,7 +146,7 @@ def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
         n = 10_000 if spec.n is None else int(spec.n)
         t = time.perf_counter()
         images = sample_images(model, n, seed=spec.seed, batch_size=spec.batch_size, progress=spec.progress,
-                               **options)
+                               sample_options=options)
         extra = {"seconds_sampling": round(time.perf_counter() - t, 3)}
         result.update(evaluate_images(images, ref, spec, metrics=metrics,
                                       device=spec.device if spec.device is not None else model.device))
@@ -154,8 +154,16 @@ def _evaluate_model(model, reference, spec: EvalSpec) -> dict:
         result.update(metrics=[], n=0, seed=spec.seed, warnings=[])
     result.update(likelihood, warnings=said + result["warnings"])
     result.update(extra, model=cfg.get("model_name"), step=getattr(model, "step", None), sample_options=options,
-                  seconds=round(time.perf_counter() - t0, 3))
+                  sampled_with=sampled_with(model, options), seconds=round(time.perf_counter() - t0, 3))
     return result
+
+
+def sampled_with(model, options: dict) -> dict:
+    """The sampling options in force: ``options`` with the model's defaults filled in, where the model says
+    them (a ``sampling_options(options) -> dict`` method, as DDPM's: sampler, steps, eta, grid, ...)."""
+    resolve = getattr(model, "sampling_options", None)
+    full = resolve(dict(options)) if callable(resolve) else dict(options)
+    return {k: v for k, v in full.items() if k != "progress"}
 
 
 def quick_fid(model, cfg=None, n: int = 1000, seed: int = 0) -> float:

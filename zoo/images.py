@@ -31,9 +31,12 @@ def save_grid(images: torch.Tensor, path: str | Path) -> None:
 
 
 def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False,
-                  **options) -> torch.Tensor:
+                  sample_options: dict | None = None, **options) -> torch.Tensor:
     """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
-    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`)."""
+    ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`).
+    The model's sampling options come as ``**options`` or as ``sample_options`` (a dict, which may hold
+    names of this function's own, such as the model's ``batch_size``)."""
+    options = {**(sample_options or {}), **options}
     from .progress import Heartbeat
     device = model.device
     g = torch.Generator(device=device).manual_seed(int(seed))
