@@ -164,13 +164,15 @@ def test_default_grid_is_what_zoo_sample_uses_and_eval_json_records(tmp_path, mo
     assert (sample() == sample("--option", f"grid={default}")).all()
     sample("--option", "grid=karras" if default != "karras" else "grid=zoo")
     assert grids[0] == grids[1] == default != grids[2]
+    # (--option batch_size, the model's own, once collided with the eval's batch size: a TypeError)
     r = runner.invoke(main, ["eval", str(run), "-n", "8", "--metrics", "fid", "--sampler", "dpm++", "--steps", "3",
-                             "--extractor", "mnist", "--reference", "holdout", "--cache-dir", str(tmp_path / "cache")])
+                             "--option", "batch_size=4", "--extractor", "mnist", "--reference", "holdout",
+                             "--cache-dir", str(tmp_path / "cache")])
     assert r.exit_code == 0, r.output
     recorded = json.loads((run / "eval.json").read_text())
-    assert recorded["sample_options"] == {"sampler": "dpm++", "steps": 3}  # what was asked
-    assert {k: recorded["sampled_with"][k] for k in ("sampler", "steps", "grid")} == \
-        {"sampler": "dpm++", "steps": 3, "grid": default}  # and what ran
+    assert recorded["sample_options"] == {"sampler": "dpm++", "steps": 3, "batch_size": 4}  # what was asked
+    assert {k: recorded["sampled_with"][k] for k in ("sampler", "steps", "grid", "batch_size")} == \
+        {"sampler": "dpm++", "steps": 3, "grid": default, "batch_size": 4}  # and what ran
 
 
 def test_bad_grid_is_a_one_line_error():
