@@ -22,7 +22,8 @@ grid="karras", batch_size=1024, progress=True)``; defaults from ``model.sampler`
 ``model.sample_steps`` (DDIM), ``model.dpm_steps`` (DPM-Solver++), ``model.eta``,
 ``model.grid``, ``model.sample_batch_size``). Every sampler runs on the ``steps``
 timesteps of ``grid`` (:func:`sampling_grid`: zoo, linspace, trailing, logsnr or
-karras), then one step to the clean image:
+karras; ``auto``, the default, is each sampler's best: ``BEST_GRID``), then one step
+to the clean image:
 
 * ``sampler="ddpm"``: ancestral sampling with variance ``model.variance``
   (``posterior``: beta-tilde, ``beta``: beta) over all T steps; ``steps=K < T``
@@ -60,6 +61,9 @@ OBJECTIVES = ("eps", "x0", "v")
 LOSSES = ("l2", "l1")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 GRIDS = ("zoo", "linspace", "trailing", "logsnr", "karras")
+# model.grid=auto: each sampler's best grid by FID at 10 and 20 steps on a trained `cpu` run
+# (benchmarks/results/sampler-grid-cpu); ancestral DDPM takes DDIM's (it is DDIM with eta = 1)
+BEST_GRID = {"dpm++": "karras", "ddim": "trailing", "ddpm": "trailing"}
 LAMBDA_MIN = -5.1  # the logsnr and karras grids start at half log-SNR >= this (diffusers' lambda_min_clipped)
 VARIANCES = ("posterior", "beta")
 LOSS_WEIGHTINGS = ("none", "min_snr")
@@ -550,8 +554,9 @@ class DDPM(ZooModel):
         "steps": Key(None, "network evaluations; ddpm: all T unless given [default: model.sample_steps for ddim, "
                      "model.dpm_steps for dpm++]", type=int, ge=1),
         "eta": Key(None, "DDIM noise: 0 deterministic, 1 DDPM-like [default: model.eta]", type=float, ge=0),
-        "grid": Key(None, "the sampler's timesteps: zoo (T-1 .. 0), linspace, trailing, logsnr or karras "
-                    "[default: model.grid]", type=str, choices=GRIDS, nullable=True),
+        "grid": Key(None, "the sampler's timesteps: zoo (T-1 .. 0), linspace, trailing, logsnr, karras, or auto "
+                    "(karras for dpm++, trailing for ddim and ddpm) [default: model.grid]", type=str,
+                    choices=("auto",) + GRIDS, nullable=True),
         "batch_size": Key(None, "images per sampling batch [default: model.sample_batch_size]", type=int, ge=1),
         "progress": Key(False, "show a progress bar on a terminal"),
     }
@@ -580,8 +585,9 @@ class DDPM(ZooModel):
             "sample_steps": Key(100, "default steps of the ddim sampler (ddpm: all T unless given; "
                                      "dpm++: model.dpm_steps)", ge=1),
             "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
-            "grid": Key("karras", "default time grid of the samplers (docs/evaluation.md): karras (Karras et al.'s "
-                        "sigmas), zoo (T-1 .. 0), linspace, trailing or logsnr (uniform in log-SNR)", choices=GRIDS),
+            "grid": Key("auto", "default time grid of the samplers (docs/evaluation.md): auto (each sampler's best: "
+                        "karras for dpm++, trailing for ddim and ddpm), zoo (T-1 .. 0), linspace, trailing, logsnr "
+                        "(uniform in log-SNR) or karras (Karras et al.'s sigmas)", choices=("auto",) + GRIDS),
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
             "compile_sampler": Key(False, "torch.compile the network for sampling"),
             # --- training recipe and the dpm++ sampler ---
@@ -603,8 +609,8 @@ class DDPM(ZooModel):
     # blocks, scored worse), the v objective (FID 126 -> 40 alone), lr 2e-3 with a 50-step warm-up and a cosine
     # decay over the time budget, batch 32 (more steps beat bigger batches here), an EMA of decay 0.995 (its
     # horizon, ~200 steps, fits the run), and DPM-Solver++ with 20 steps, in batches of 32 (fewer page faults
-    # on a CPU than 256: 1.4x faster sampling on one thread). The samplers' default grid, karras, scored best of five
-    # grids at 10 and 20 steps on a 10-minute `cpu` run (benchmarks/results/sampler-grid-cpu).
+    # on a CPU than 256: 1.4x faster sampling on one thread). The samplers' default grid (auto) is each one's best of
+    # five grids at 10 and 20 steps on a 10-minute `cpu` run (benchmarks/results/sampler-grid-cpu).
     presets = {
         "gpu": {},
         "cpu": {
@@ -676,7 +682,8 @@ class DDPM(ZooModel):
         if batch_size < 1:
             raise ZooError(f"batch_size={batch_size} must be at least 1")
         grid = options.get("grid") or m.grid
-        check_choices(grid=(grid, GRIDS))
+        check_choices(grid=(grid, ("auto",) + GRIDS))
+        grid = BEST_GRID[sampler] if grid == "auto" else grid
         return {"sampler": sampler, "steps": None if steps is None else int(steps), "eta": eta, "grid": grid,
                 "batch_size": batch_size, "progress": bool(options.get("progress", False))}
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import MNIST_SETS
 from test_dpm_solver import PREDICTION_TYPE, TOLERANCE, Plausible, random_model
-from zoo_plugins.ddpm import GRIDS, LAMBDA_MIN, Diffusion, beta_schedule, sampling_grid
+from zoo_plugins.ddpm import BEST_GRID, GRIDS, LAMBDA_MIN, Diffusion, beta_schedule, sampling_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers' own numpy calls
 
@@ -140,14 +140,16 @@ def test_ddim_on_the_trailing_grid_matches_diffusers_ddim(objective, eta, steps)
 # --- the default, through the CLI ------------------------------------------------------------------
 @pytest.mark.slow
 def test_default_grid_is_what_zoo_sample_uses_and_eval_json_records(tmp_path, monkeypatch):
-    """`zoo sample` without --option grid builds its plan on the default grid (model.grid of the `cpu` preset) and
-    draws the images of --option grid=<default>; `zoo eval` records the grid in eval.json's sampled_with."""
+    """`zoo sample --sampler dpm++` without --option grid builds its plan on DPM-Solver++'s best grid (model.grid =
+    auto, in every preset) and draws the images of --option grid=karras; `zoo eval` records the grid in eval.json's
+    sampled_with."""
     from click.testing import CliRunner
 
     import zoo
     from zoo.cli import main
     from zoo.registry import model_config
-    default = model_config("ddpm", preset="cpu").model.grid
+    assert model_config("ddpm", preset="cpu").model.grid == model_config("ddpm", preset="tiny").model.grid == "auto"
+    default = BEST_GRID["dpm++"]
     run = tmp_path / "run"
     zoo.train("ddpm", preset="tiny", out=run, sets=MNIST_SETS + ["model.timesteps=50", "trainer.max_steps=2",
                                                                 "trainer.sample_every=0"])
@@ -175,8 +177,21 @@ def test_default_grid_is_what_zoo_sample_uses_and_eval_json_records(tmp_path, mo
         {"sampler": "dpm++", "steps": 3, "grid": default, "batch_size": 4}  # and what ran
 
 
+def test_auto_is_each_samplers_best_grid_and_an_explicit_grid_wins():
+    model = random_model(timesteps=50)
+    # as measured in benchmarks/results/sampler-grid-cpu
+    assert BEST_GRID == {"dpm++": "karras", "ddim": "trailing", "ddpm": "trailing"}
+    for sampler, grid in BEST_GRID.items():
+        assert model.sampling_options({"sampler": sampler})["grid"] == grid
+        assert model.sampling_options({"sampler": sampler, "grid": "zoo"})["grid"] == "zoo"
+    calls = []
+    model.net.register_forward_hook(lambda m, args, out: calls.append(int(args[1][0])))
+    model.sample(1, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
+    assert calls == sampling_grid("trailing", model.diffusion.alphas_cumprod64, 5).tolist() == [49, 39, 29, 19, 9]
+
+
 def test_bad_grid_is_a_one_line_error():
     from zoo import ZooError
     model = random_model(timesteps=50)
-    with pytest.raises(ZooError, match="grid.*'uniform'.*not one of zoo, linspace, trailing, logsnr, karras"):
+    with pytest.raises(ZooError, match="grid.*'uniform'.*auto, zoo, linspace, trailing, logsnr, karras"):
         model.sample(1, torch.Generator(), grid="uniform")
