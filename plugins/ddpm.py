@@ -142,7 +142,7 @@ def sampling_grid(name: str, alphas_cumprod: torch.Tensor, steps: int) -> torch.
     The top of ``logsnr`` and ``karras`` is t = T-1, or where the half log-SNR
     ``lambda = -log sigma`` falls to ``LAMBDA_MIN`` = -5.1 if it goes lower: diffusers' recommended
     ``lambda_min_clipped`` for the cosine schedule, whose clipped last beta sends sigma from ~600 to
-    ~2e4 in one step -- unclipped, both grids would put half their points in t = 987..999. The
+    ~2e4 in one step -- unclipped, karras-20 would put 13 of its 20 points in t = 987..999. The
     linear schedule stops at lambda = -5.06, so there both grids are diffusers' own.
 
     ``logsnr`` and ``karras`` pick, for each point, the *nearest* timestep of the discrete schedule
