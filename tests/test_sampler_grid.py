@@ -142,7 +142,8 @@ def test_ddim_on_the_trailing_grid_matches_diffusers_ddim(objective, eta, steps)
 def test_default_grid_is_what_zoo_sample_uses_and_eval_json_records(tmp_path, monkeypatch):
     """`zoo sample --sampler dpm++` without --option grid builds its plan on DPM-Solver++'s best grid (model.grid =
     auto, in every preset) and draws the images of --option grid=karras; `zoo eval` records the grid in eval.json's
-    sampled_with."""
+    sampled_with. Also for a run saved before model.grid existed (keys added since a run started take their
+    defaults: such a run once failed with AttributeError: grid)."""
     from click.testing import CliRunner
 
     import zoo
@@ -153,6 +154,12 @@ def test_default_grid_is_what_zoo_sample_uses_and_eval_json_records(tmp_path, mo
     run = tmp_path / "run"
     zoo.train("ddpm", preset="tiny", out=run, sets=MNIST_SETS + ["model.timesteps=50", "trainer.max_steps=2",
                                                                 "trainer.sample_every=0"])
+    # a run trained before model.grid existed: its checkpoint's and config.yaml's configs lack the key
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    del ckpt["config"]["model"]["grid"]
+    torch.save(ckpt, run / "checkpoints" / "last.pt")
+    (run / "config.yaml").write_text("\n".join(line for line in (run / "config.yaml").read_text().splitlines()
+                                               if not line.strip().startswith("grid:")) + "\n")
     grids, plan = [], Diffusion.plan
     monkeypatch.setattr(Diffusion, "plan", lambda self, *a, **k: grids.append(k["grid"]) or plan(self, *a, **k))
     runner = CliRunner()
