@@ -18,18 +18,21 @@ Three parts, read top to bottom:
    ``ddpm-convnext``.
 
 Sampling options (``model.sample(n, g, sampler="ddim", steps=50, eta=0.0,
-batch_size=1024, progress=True)``; defaults from ``model.sampler``,
+grid="karras", batch_size=1024, progress=True)``; defaults from ``model.sampler``,
 ``model.sample_steps`` (DDIM), ``model.dpm_steps`` (DPM-Solver++), ``model.eta``,
-``model.sample_batch_size``):
+``model.grid``, ``model.sample_batch_size``). Every sampler runs on the ``steps``
+timesteps of ``grid`` (:func:`sampling_grid`: zoo, linspace, trailing, logsnr or
+karras; ``auto``, the default, is each sampler's best: ``BEST_GRID``), then one step
+to the clean image:
 
 * ``sampler="ddpm"``: ancestral sampling with variance ``model.variance``
   (``posterior``: beta-tilde, ``beta``: beta) over all T steps; ``steps=K < T``
-  runs it on K evenly spaced timesteps with the betas re-derived from alpha-bar
+  runs it on K timesteps with the betas re-derived from alpha-bar
   (Nichol & Dhariwal 2021, section 4).
-* ``sampler="ddim"``: ``steps`` evenly spaced timesteps from T-1 down to 0, ``eta``
-  from 0 (deterministic) to 1 (with ``steps=T`` it is exactly ancestral DDPM).
+* ``sampler="ddim"``: ``eta`` from 0 (deterministic) to 1 (with ``steps=T`` it is
+  exactly ancestral DDPM).
 * ``sampler="dpm++"``: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic,
-  on the same ``steps`` timesteps as DDIM; first-order on the first step (no
+  on the same timesteps as DDIM; first-order on the first step (no
   history yet) and on the last (to the clean image, where the second-order term
   is undefined), second-order in between. Good samples in 10-25 steps.
 
@@ -73,6 +76,11 @@ SCHEDULES = ("linear", "cosine", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
 LOSSES = ("l2", "l1")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+GRIDS = ("zoo", "linspace", "trailing", "logsnr", "karras")
+# model.grid=auto: each sampler's best grid by FID at 10 and 20 steps on a trained `cpu` run
+# (benchmarks/results/sampler-grid-cpu); ancestral DDPM takes DDIM's (it is DDIM with eta = 1)
+BEST_GRID = {"dpm++": "karras", "ddim": "trailing", "ddpm": "trailing"}
+LAMBDA_MIN = -5.1  # the logsnr and karras grids start at half log-SNR >= this (diffusers' lambda_min_clipped)
 VARIANCES = ("posterior", "beta")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 TIMESTEP_SAMPLINGS = ("uniform", "low_discrepancy")
@@ -133,6 +141,62 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, objective: str, gamma: float) 
 
 
 # --- 2. the diffusion process and its samplers ----------------------------------------------
+def sampling_grid(name: str, alphas_cumprod: torch.Tensor, steps: int) -> torch.Tensor:
+    """The ``steps`` timesteps (descending, long) a sampler calls the network at; every grid is
+    followed by one last step to the clean image (alpha-bar = 1). Same formulas as diffusers
+    (``DPMSolverMultistepScheduler.set_timesteps``), in numpy like theirs so the rounding agrees:
+
+    * ``zoo``: evenly spaced from T-1 down to 0 (diffusers' DDIM ``linspace``): the last network
+      call is at t = 0, where x_t is already the image.
+    * ``linspace``: T-1 .. 0 in ``steps + 1`` even points without the 0 (diffusers' DPM-Solver
+      default): ends near T/K, then steps to the clean image.
+    * ``trailing``: T-1, T-1-T/K, .. T/K-1 (Lin et al. 2024, "Common diffusion noise schedules
+      and sample steps are flawed", table 2).
+    * ``logsnr``: ``steps`` points uniform in log-SNR from the top down to t = 0, included (Lu et
+      al. 2022; diffusers' ``use_lu_lambdas``).
+    * ``karras``: Karras et al. 2022's sigmas (rho = 7) from the top down to sigma(0), included,
+      with ``sigma = sqrt((1 - abar) / abar)`` (diffusers' ``use_karras_sigmas``).
+
+    The top of ``logsnr`` and ``karras`` is t = T-1, or where the half log-SNR
+    ``lambda = -log sigma`` falls to ``LAMBDA_MIN`` = -5.1 if it goes lower: diffusers' recommended
+    ``lambda_min_clipped`` for the cosine schedule, whose clipped last beta sends sigma from ~600 to
+    ~2e4 in one step -- unclipped, karras-20 would put 13 of its 20 points in t = 987..999. The
+    linear schedule stops at lambda = -5.06, so there both grids are diffusers' own.
+
+    ``logsnr`` and ``karras`` pick, for each point, the *nearest* timestep of the discrete schedule
+    (linear interpolation in log sigma, then rounded, as diffusers does); the plan then uses that
+    timestep's own alpha-bar, so the network's t and the solver's noise level agree (diffusers keeps
+    the continuous sigma for the solver). Where rounding makes timesteps coincide (many steps on a
+    short schedule) they are pushed down to the next free one, so every grid has ``steps``
+    distinct timesteps.
+    """
+    import numpy as np
+    T, K = len(alphas_cumprod), int(steps)
+    abar = alphas_cumprod.double().cpu().numpy()
+    if name == "zoo":
+        return torch.linspace(T - 1, 0, K, dtype=torch.float64, device="cpu").round().long()
+    if name == "linspace":
+        t = np.linspace(0, T - 1, K + 1).round()[::-1][:-1]
+    elif name == "trailing":
+        t = (T - np.arange(K) * (T / K)).round() - 1  # = np.arange(T, 0, -T / K), always K long
+    elif name in ("logsnr", "karras"):
+        sigmas = ((1 - abar) / abar) ** 0.5  # increasing with t
+        log_sigmas, ramp = np.log(sigmas), np.linspace(0, 1, K)
+        top = min(log_sigmas[-1], -LAMBDA_MIN)
+        if name == "logsnr":
+            log_sigma = top + ramp * (log_sigmas[0] - top)
+        else:
+            lo, hi = sigmas[0] ** (1 / 7), math.exp(top) ** (1 / 7)
+            log_sigma = np.log((hi + ramp * (lo - hi)) ** 7)
+        t = np.interp(log_sigma, log_sigmas, np.arange(T)).round()
+    else:
+        raise ZooError(f"grid={name!r} is not one of {', '.join(GRIDS)}")
+    t = [int(v) for v in t]
+    for i in range(K):  # distinct and descending, with room left for the rest down to 0
+        t[i] = max(min(t[i], t[i - 1] - 1) if i else t[i], K - 1 - i)
+    return torch.tensor(t, dtype=torch.long, device="cpu")
+
+
 @dataclass
 class Plan:
     """A sampler, ready to run: for step ``i`` (``timesteps[i]``, descending)
@@ -266,12 +330,12 @@ class Diffusion(nn.Module):
 
     # samplers
     def plan(self, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0,
-             variance: str | None = None) -> Plan:
+             variance: str | None = None, grid: str = "zoo") -> Plan:
         """The coefficients of ``sampler`` over ``steps`` timesteps (default: all T).
 
-        All samplers use the same grid: ``steps`` timesteps evenly spaced from T-1
-        down to 0, each step going to the next one and the last to the clean image
-        (alpha-bar = 1)."""
+        Every sampler runs on the timesteps of :func:`sampling_grid` (``grid``), each step
+        going to the next one and the last to the clean image (alpha-bar = 1). With all T
+        steps every grid is T-1 .. 0."""
         K = self.T if steps is None else int(steps)
         if not 1 <= K <= self.T:
             raise ZooError(f"steps={steps} must be between 1 and model.timesteps={self.T}")
@@ -279,7 +343,7 @@ class Diffusion(nn.Module):
             raise ZooError(f"sampler={sampler!r} is not one of {', '.join(SAMPLERS)}")
         if eta < 0:
             raise ZooError(f"eta={eta} must be >= 0 (0: deterministic DDIM, 1: DDPM-like noise)")
-        ts = torch.linspace(self.T - 1, 0, K, dtype=torch.float64, device="cpu").round().long()
+        ts = sampling_grid(grid, self.alphas_cumprod64, K)
         abar = self.alphas_cumprod64[ts]
         abar_prev = torch.cat([self.alphas_cumprod64[ts[1:]], torch.ones(1, dtype=torch.float64, device="cpu")])
         beta = 1 - abar / abar_prev  # the step's beta on this (possibly respaced) grid
@@ -510,6 +574,9 @@ class DDPM(ZooModel):
         "steps": Key(None, "network evaluations; ddpm: all T unless given [default: model.sample_steps for ddim, "
                      "model.dpm_steps for dpm++]", type=int, ge=1),
         "eta": Key(None, "DDIM noise: 0 deterministic, 1 DDPM-like [default: model.eta]", type=float, ge=0),
+        "grid": Key(None, "the sampler's timesteps: zoo (T-1 .. 0), linspace, trailing, logsnr, karras, or auto "
+                    "(karras for dpm++, trailing for ddim and ddpm) [default: model.grid]", type=str,
+                    choices=("auto",) + GRIDS, nullable=True),
         "batch_size": Key(None, "images per sampling batch [default: model.sample_batch_size]", type=int, ge=1),
         "progress": Key(False, "show a progress bar on a terminal"),
         "guidance": Key(None, "conditional runs: classifier-free guidance w, out = out_c + w (out_c - out_u); "
@@ -541,6 +608,9 @@ class DDPM(ZooModel):
             "sample_steps": Key(100, "default steps of the ddim sampler (ddpm: all T unless given; "
                                      "dpm++: model.dpm_steps)", ge=1),
             "eta": Key(0.0, "default DDIM eta: 0 deterministic, 1 DDPM-like noise", ge=0),
+            "grid": Key("auto", "default time grid of the samplers (docs/evaluation.md): auto (each sampler's best: "
+                        "karras for dpm++, trailing for ddim and ddpm), zoo (T-1 .. 0), linspace, trailing, logsnr "
+                        "(uniform in log-SNR) or karras (Karras et al.'s sigmas)", choices=("auto",) + GRIDS),
             "sample_batch_size": Key(1024, "images per sampling batch", ge=1),
             "compile_sampler": Key(False, "torch.compile the network for sampling"),
             # --- training recipe and the dpm++ sampler ---
@@ -570,7 +640,8 @@ class DDPM(ZooModel):
     # blocks, scored worse), the v objective (FID 126 -> 40 alone), lr 2e-3 with a 50-step warm-up and a cosine
     # decay over the time budget, batch 32 (more steps beat bigger batches here), an EMA of decay 0.995 (its
     # horizon, ~200 steps, fits the run), and DPM-Solver++ with 20 steps, in batches of 32 (fewer page faults
-    # on a CPU than 256: 1.4x faster sampling on one thread).
+    # on a CPU than 256: 1.4x faster sampling on one thread). The samplers' default grid (auto) is each one's best of
+    # five grids at 10 and 20 steps on a 10-minute `cpu` run (benchmarks/results/sampler-grid-cpu).
     presets = {
         "gpu": {},
         "cpu": {
@@ -655,7 +726,10 @@ class DDPM(ZooModel):
         batch_size = int(options.get("batch_size") or m.sample_batch_size)
         if batch_size < 1:
             raise ZooError(f"batch_size={batch_size} must be at least 1")
-        return {"sampler": sampler, "steps": None if steps is None else int(steps), "eta": eta,
+        grid = options.get("grid") or m.grid
+        check_choices(grid=(grid, ("auto",) + GRIDS))
+        grid = BEST_GRID[sampler] if grid == "auto" else grid
+        return {"sampler": sampler, "steps": None if steps is None else int(steps), "eta": eta, "grid": grid,
                 "batch_size": batch_size, "progress": bool(options.get("progress", False)),
                 "guidance": self.guidance(options.get("guidance"))}
 
@@ -695,7 +769,7 @@ class DDPM(ZooModel):
         y = None if self.num_classes is None and labels is None else self.sample_labels(n, labels, device)
         if y is not None:
             y = torch.where(y < 0, self.num_classes, y)  # -1: the null class
-        plan = self.diffusion.plan(opts["sampler"], opts["steps"], opts["eta"]).to(device)
+        plan = self.diffusion.plan(opts["sampler"], opts["steps"], opts["eta"], grid=opts["grid"]).to(device)
         net = self.sampling_network()
         bs = opts["batch_size"]
         batches = [min(bs, n - s) for s in range(0, n, bs)]
@@ -793,7 +867,7 @@ class DDPM(ZooModel):
         """The denoising path of ``n`` samples: ``(n, frames, C, H, W)`` in [0, 1],
         from x_T (pure noise) to x_0, at evenly spaced sampler steps."""
         K = len(self.diffusion.plan(**{k: v for k, v in self.sampling_options(options).items()
-                                       if k in ("sampler", "steps", "eta")}))
+                                       if k in ("sampler", "steps", "eta", "grid")}))
         if not 2 <= int(frames) <= K + 1:
             raise ZooError(f"frames={frames} must be between 2 and {K + 1} (the sampler's steps + 1)")
         keep = {int(round(i)) for i in torch.linspace(0, K, int(frames)).tolist()}

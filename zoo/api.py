@@ -32,16 +32,19 @@ def run_config(out_dir: str | Path, sets=()) -> Config:
     since the run started take their defaults."""
     path = Path(out_dir) / "config.yaml"
     check_run_dir(out_dir)
-    cfg = load_yaml(path)
+    cfg, schema = with_new_keys(load_yaml(path), f"'{path}'")
+    return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
+
+
+def with_new_keys(cfg: dict, source: str) -> tuple[dict, dict]:
+    """``(cfg, schema)``: a run's saved config with the keys added to zoo and to its model since the run
+    started at their defaults, and the schema that checks it (the schema lets nullable keys hold null)."""
     from .registry import model_schema
-    name = cfg.get("model_name")  # the model's and zoo's declarations check a resumed run's --set too
     try:
-        schema = model_schema(str(name))
+        schema = model_schema(str(cfg.get("model_name")))
     except ZooError:  # a model no longer installed: the run's own values stand for its declarations
         schema = {**BASE, "model": cfg.get("model", {})}
-    # keys added since the run started take their defaults; the schema lets nullable keys hold null
-    cfg = merge(defaults(BASE), cfg, source=f"'{path}'", strict=False, schema=schema)
-    return Config(merge(cfg, parse_set(sets), source="--set", schema=schema))
+    return merge(defaults(schema), cfg, source=source, strict=False, schema=schema), schema
 
 
 def check_run_dir(run_dir: str | Path) -> None:
@@ -136,7 +139,7 @@ def load_run(run_dir: str | Path, *, ema: bool = True, checkpoint_name: str = "l
         check_run_dir(run_dir)
         raise ZooError(f"run '{run_dir}' has no checkpoints/{checkpoint_name} yet (train it first)")
     ckpt = checkpoint.load_from_run(path, resume=False)
-    cfg = Config(ckpt["config"])
+    cfg = Config(with_new_keys(ckpt["config"], f"'{path}'")[0])
     entry = registry().model(cfg.model_name)
     complete_data_config(cfg)
     model = entry.cls(cfg)

@@ -169,7 +169,7 @@ def _evaluate_model(model, reference, spec: EvalSpec, labels=None) -> dict:
         n = 10_000 if spec.n is None else int(spec.n)
         t = time.perf_counter()
         images, asked = sample_labelled(model, n, seed=spec.seed, batch_size=spec.batch_size,
-                                        progress=spec.progress, labels=labels, **options)
+                                        progress=spec.progress, labels=labels, sample_options=options)
         extra = {"seconds_sampling": round(time.perf_counter() - t, 3),
                  "num_classes": getattr(model, "num_classes", None)}
         if asked is not None:
@@ -183,8 +183,16 @@ def _evaluate_model(model, reference, spec: EvalSpec, labels=None) -> dict:
         result.update(metrics=[], n=0, seed=spec.seed, warnings=[])
     result.update(likelihood, warnings=said + result["warnings"])
     result.update(extra, model=cfg.get("model_name"), step=getattr(model, "step", None), sample_options=options,
-                  seconds=round(time.perf_counter() - t0, 3))
+                  sampled_with=sampled_with(model, options), seconds=round(time.perf_counter() - t0, 3))
     return result
+
+
+def sampled_with(model, options: dict) -> dict:
+    """The sampling options in force: ``options`` with the model's defaults filled in, where the model says
+    them (a ``sampling_options(options) -> dict`` method, as DDPM's: sampler, steps, eta, grid, ...)."""
+    resolve = getattr(model, "sampling_options", None)
+    full = resolve(dict(options)) if callable(resolve) else dict(options)
+    return {k: v for k, v in full.items() if k != "progress"}
 
 
 def quick_fid(model, cfg=None, n: int = 1000, seed: int = 0) -> float:

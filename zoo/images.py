@@ -32,20 +32,23 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 
 
 def sample_images(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
-                  **options) -> torch.Tensor:
+                  sample_options: dict | None = None, **options) -> torch.Tensor:
     """``n`` images in [0, 1] from ``model`` in batches, on the model's device; same seed, same images.
     ``progress``: a bar on a terminal, else a line on stderr every 30 s (:class:`zoo.progress.Heartbeat`).
     ``labels``: for a conditional run, as :meth:`zoo.ZooModel.sample_labels` takes them (None: every class
-    in turn over all ``n`` images); see :func:`sample_labelled`."""
-    return sample_labelled(model, n, seed, batch_size, progress, labels, **options)[0]
+    in turn over all ``n`` images); see :func:`sample_labelled`. The model's sampling options come as
+    ``**options`` or as ``sample_options`` (a dict, which may hold names of this function's own, such as the
+    model's ``batch_size``)."""
+    return sample_labelled(model, n, seed, batch_size, progress, labels, sample_options, **options)[0]
 
 
 def sample_labelled(model, n: int, seed: int = 0, batch_size: int = 500, progress: bool = False, labels=None,
-                    **options) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    sample_options: dict | None = None, **options) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(images, labels)``: :func:`sample_images`, and the ``(n,)`` int64 CPU labels the images were asked
     for -- for a conditional run (``model.num_classes`` set) ``labels`` checked by the model
     (``None``: balanced, image i asks for class i % K, across batches), else None (the model is called
     without ``labels=``, as before; labels given to an unconditional run are a one-line error)."""
+    options = {**(sample_options or {}), **options}
     from .progress import Heartbeat
     device = model.device
     y = None if labels is None and getattr(model, "num_classes", None) is None else \
