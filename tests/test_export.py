@@ -18,7 +18,8 @@ from zoo.export import export
 from zoo.registry import list_models
 
 # every family `zoo list` shows (built-ins and the example plugin zoo-wgan-gp, installed in the venv)
-FAMILIES = ["ae", "vae", "gan", "lsgan", "dcgan", "ddpm", "ddpm-attention", "ddpm-convnext", "wgan-gp"]
+FAMILIES = ["ae", "vae", "gan", "lsgan", "dcgan", "ddpm", "ddpm-attention", "ddpm-convnext", "flow",
+            "flow-attention", "flow-convnext", "wgan-gp"]
 FAST = ["trainer.max_steps=2", "trainer.sample_every=1000", "trainer.eval_every=null"]
 
 
@@ -279,3 +280,18 @@ def test_export_refuses_a_missing_best_checkpoint_and_a_non_empty_target(runs, t
     with pytest.raises(ZooError, match="not empty: pass --force"):
         export(run, exported)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ae", "ddpm"])
+def test_a_conditional_export_draws_the_same_classes_as_its_run(tmp_path, name):
+    """A conditional run's export keeps what conditioning needs (the label rows, the AE's per-class code
+    densities, the class count): the same labels and seed draw the same images from both."""
+    run = tmp_path / "run"
+    zoo.train(name, preset="tiny", sets=MNIST_SETS + FAST + ["model.conditional=true"], out=run)
+    model = zoo.load(export(run, tmp_path / "export", echo=lambda m: None))
+    assert model.num_classes == 10
+    labels = [7, 7, 3, 0]
+    a = sample_images(load_run(run), 4, seed=3, labels=labels)
+    assert torch.equal(a, sample_images(model, 4, seed=3, labels=labels))
+    assert not torch.equal(a, sample_images(model, 4, seed=3, labels=[1, 1, 1, 1]))
