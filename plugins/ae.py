@@ -36,6 +36,7 @@ The conv encoder/decoder and the MLP builder here are shared with the VAE
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable
 
 import torch
@@ -157,6 +158,16 @@ class LatentDensity(nn.Module):
         self.fitted.fill_(True)
 
     @torch.no_grad()
+    def fit_one(self, mean: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        """One Gaussian with this mean and Cholesky factor (the other components get zero weight)."""
+        self.log_weights.fill_(-math.inf)
+        self.log_weights[0] = 0.0
+        self.means.zero_()
+        self.means[0].copy_(mean)
+        self.scale_tril.copy_(scale_tril.expand_as(self.scale_tril))
+        self.fitted.fill_(True)
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` codes (float32, on this module's device) drawn with ``generator`` only."""
         device = self.means.device
@@ -247,12 +258,18 @@ class Autoencoder(ZooModel):
         codes = torch.cat([self.encode(x).float() for x, _ in pairs])
         labels = torch.cat([torch.as_tensor(y).reshape(-1) for _, y in pairs]).to(codes.device)
         self.density.fit(codes, seed=int(self.cfg.seed))
+        shared = None
         for c, density in enumerate(self.class_density):
             mine = codes[labels == c]
-            if len(mine) < max(2, len(density.means)):
-                raise ZooError(f"class {c} has {len(mine)} training images: too few to fit a "
-                               f"{len(density.means)}-component latent density (lower model.components)")
-            density.fit(mine, seed=int(self.cfg.seed) + 1 + c)
+            if len(mine) >= max(2, len(density.means)):
+                density.fit(mine, seed=int(self.cfg.seed) + 1 + c)
+                continue
+            # too few codes for the mixture: one Gaussian at the class's mean with all codes' covariance
+            warnings.warn(f"ae: class {c} has {len(mine)} training images, too few for a {len(density.means)}-"
+                          f"component density: it gets one Gaussian at its mean with the covariance of all codes")
+            if shared is None:
+                _, mean, shared = fit_gmm(codes, 1, torch.Generator().manual_seed(int(self.cfg.seed)))
+            density.fit_one(mine.mean(0) if len(mine) else mean[0], shared[0])
 
     @torch.no_grad()
     def sample(self, n, generator, labels=None, **options):

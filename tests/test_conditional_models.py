@@ -240,6 +240,21 @@ def test_ae_fits_one_density_per_class_into_saved_buffers():
         conditional("ae").after_training(iter([x]))
 
 
+def test_ae_class_with_too_few_images_gets_one_gaussian_at_its_mean_and_a_warning():
+    model = conditional("ae")
+    x, y = labelled_images(model)
+    keep = (y != 4) | (torch.arange(len(y)) == 4)  # class 4 keeps one image; the rest keep ~20 each
+    with pytest.warns(UserWarning, match="class 4 has 1 training images"):
+        model.after_training(iter([(x[keep], y[keep])]))
+    with torch.no_grad():
+        code = model.encode(x[4:5])[0]
+    d = model.class_density[4]
+    assert torch.allclose(d.means[0], code, atol=1e-5) and d.log_weights[1:].isinf().all()
+    assert torch.allclose(d.scale_tril[0], model.class_density[4].scale_tril[-1])  # the shared covariance
+    draws = model.sample(4, gen(), labels=4)
+    assert draws.shape == (4, *model.image_shape) and torch.isfinite(draws).all()
+
+
 def test_vae_reconstructs_without_labels_and_bounds_the_marginal_likelihood():
     model = conditional("vae")
     x = torch.randint(0, 256, (3, *model.image_shape)) / 255.0

@@ -379,7 +379,7 @@ print("HEAVY:", sorted(m for m in ("torch", "numpy", "yaml", "torchvision", "zoo
 """
 COMMANDS = [["--help"], ["list", "--help"], ["plugins", "--help"], ["plugins", "new", "--help"], ["train", "--help"],
             ["sample", "--help"], ["eval", "--help"], ["eval-net", "--help"], ["compare", "--help"],
-            ["show-config", "--help"]]
+            ["show-config", "--help"], ["export", "--help"]]
 
 
 def test_help_of_every_command_imports_no_torch():
