@@ -266,7 +266,8 @@ class Autoencoder(ZooModel):
                 continue
             # too few codes for the mixture: one Gaussian at the class's mean with all codes' covariance
             warnings.warn(f"ae: class {c} has {len(mine)} training images, too few for a {len(density.means)}-"
-                          f"component density: it gets one Gaussian at its mean with the covariance of all codes", stacklevel=2)
+                          f"component density: it gets one Gaussian at its mean with the covariance of all codes",
+                          stacklevel=2)
             if shared is None:
                 _, mean, shared = fit_gmm(codes, 1, torch.Generator().manual_seed(int(self.cfg.seed)))
             density.fit_one(mine.mean(0) if len(mine) else mean[0], shared[0])
