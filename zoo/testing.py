@@ -74,8 +74,8 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
       loss, and two optimizer steps are taken on it (zero-initialised layers, usual in diffusion, would make
       an untrained model ignore its labels); ``after_training`` takes ``(x, labels)`` pairs; then
-      ``sample(n, g, labels=...)`` has the shape and device of the model; the same seed and labels give the same images, other labels other images;
-      label 10, or a label count that is not ``n``, is a one-line ZooError.
+      ``sample(n, g, labels=...)`` has the shape and device of the model; the same seed and labels give the
+      same images, other labels other images; label 10, or a label count that is not ``n``, is a one-line ZooError.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
