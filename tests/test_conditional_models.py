@@ -62,7 +62,7 @@ def images(model, n=8, seed=1):
 def plain_sampler(model, n, labels, sampler):
     """The conditional sampler written out: ``denoise`` with ``net(x, t, labels)``, no guidance code."""
     g = gen()
-    plan = model.diffusion.plan(sampler, 3, 0.0)
+    plan = model.diffusion.plan(sampler, 3, 0.0, grid=model.sampling_options({"sampler": sampler})["grid"])
     x = randn((n, *model.image_shape), g)
     x, _ = model.diffusion.denoise(lambda x, t: model.net(x, t, labels), x, plan, g)
     return to_unit(x, model.data_range)
