@@ -1,4 +1,6 @@
-"""Class conditioning shared by the VAE, AE and GAN families (the DDPM's is in ``zoo_plugins.unet``).
+"""Class conditioning shared by the families: the VAE, AE and GAN label networks, and the null class and
+classifier-free guidance of the U-Net families, DDPM and flow matching (their class embedding is in
+``zoo_plugins.unet``).
 
 * :class:`LabelBias` and :func:`run_with_label` -- a label given to a network as a learned per-class
   bias on the output of its first weighted layer. For a linear first layer that is exactly
@@ -8,6 +10,10 @@
 * :func:`projection_score` -- the projection discriminator of Miyato & Koyama ("cGANs with Projection
   Discriminator", ICLR 2018): ``D(x, y) = psi(phi(x)) + <embed(y), phi(x)>``.
 * :func:`one_hot` and :func:`labels_or_error` -- small checks used by every family.
+* Null class and classifier-free guidance (Ho & Salimans 2022), for models whose network takes labels
+  ``0..K`` with ``K`` the null class ("no label"): :func:`drop_labels` (label dropout in training),
+  :func:`requested_labels` (``sample``'s labels, -1 mapped to the null class), :func:`guidance_weight`
+  (the ``guidance`` option checked) and :func:`guided` (``out_c + w (out_c - out_u)`` in one batched pass).
 
 Every network here is an ``nn.Sequential`` (possibly nested) so that its layers can be run one by one.
 """
@@ -20,6 +26,8 @@ from torch import nn
 from zoo import ZooError
 
 WEIGHTED = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+GUIDANCE = 1.0  # default classifier-free guidance w (scale s = 1 + w) of conditional runs
+LABEL_DROPOUT = 0.1  # default probability that a training label becomes the null class
 
 
 def layers(net: nn.Module) -> list[nn.Module]:
@@ -103,3 +111,69 @@ def labels_or_error(model, labels) -> torch.Tensor | None:
     if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
         raise ZooError(f"labels must be int64 shaped (B,), got {labels.dtype} {tuple(labels.shape)}")
     return labels.long()
+
+
+# --- null class and classifier-free guidance ------------------------------------------------------
+def label_dropout(model) -> float:
+    """``model.label_dropout`` of a run (the default for configs written before it existed)."""
+    return float(model.cfg.model.get("label_dropout", LABEL_DROPOUT))
+
+
+def drop_labels(model, y: torch.Tensor) -> torch.Tensor:
+    """Training labels ``y`` with each replaced by the null class (``model.num_classes``) with probability
+    ``model.label_dropout`` (torch's global RNG; nothing drawn when it is 0)."""
+    p = label_dropout(model)
+    if p > 0:
+        y = torch.where(torch.rand(y.shape, device=y.device) < p, model.num_classes, y)
+    return y
+
+
+def requested_labels(model, n: int, labels) -> torch.Tensor | None:
+    """The ``(n,)`` labels ``sample`` draws (:meth:`zoo.ZooModel.sample_labels`, -1 as the null class), or
+    None for an unconditional run asked for no labels."""
+    if model.num_classes is None and labels is None:
+        return None
+    y = model.sample_labels(n, labels, model.device)
+    return torch.where(y < 0, model.num_classes, y)
+
+
+def guidance_weight(model, given: float | None) -> float:
+    """The guidance w to sample with: ``given``, else ``model.guidance``; 0 for an unconditional run."""
+    w = float(model.cfg.model.get("guidance", GUIDANCE) if given is None else given)
+    if w < 0:
+        raise ZooError(f"guidance={w} must be >= 0 (0: plain conditional sampling; scale s = 1 + w)")
+    if model.num_classes is None:
+        if given:
+            raise ZooError(f"guidance={given}: this run is unconditional, so there is nothing to guide "
+                           f"(train with --set model.conditional=true, or drop --guidance)")
+        return 0.0
+    if w > 0 and not label_dropout(model) > 0:
+        raise ZooError(f"guidance={w} needs a null class, but this run trained with model.label_dropout=0: "
+                       f"sample with --guidance 0 (or set model.guidance=0)")
+    return w
+
+
+def with_labels(net, y: torch.Tensor):
+    """``(x, t) -> net(x, t, y)``, ``y`` repeated to the batch (the likelihood stacks timesteps of the
+    same images)."""
+    return lambda x, t: net(x, t, y.repeat(x.shape[0] // y.shape[0]))
+
+
+def guided(net, y: torch.Tensor | None, w: float, null: int):
+    """``(x, t) -> out`` for ``net(x, t, labels)`` (``t`` a ``(B,)`` tensor), labels ``y`` (None: an
+    unconditional run, ``net`` itself) and guidance ``w``; ``null`` is the null class.
+
+    w = 0, or only null labels: one conditional pass, nothing else. Otherwise one batched forward of
+    ``[x, x]`` with ``[y, null]`` and ``out_c + w (out_c - out_u)``; a null label keeps ``out_c``."""
+    if y is None:
+        return net
+    is_null = y == null
+    if w == 0 or bool(is_null.all()):
+        return with_labels(net, y)
+    both = torch.cat([y, torch.full_like(y, null)])
+    keep = is_null.view(-1, 1, 1, 1)
+
+    def call(x, t):
+        out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
+        return torch.where(keep, out_c, out_c + w * (out_c - out_u))
+    return call

@@ -69,7 +69,8 @@ from torch import nn
 from zoo import Key, ZooError, ZooModel, hookimpl
 from zoo.contract import check_choices, check_sample_options, rand, randn, to_unit
 from zoo.progress import within
-from zoo_plugins.conditioning import labels_or_error
+from zoo_plugins.conditioning import (GUIDANCE, LABEL_DROPOUT, drop_labels, guidance_weight, guided, labels_or_error,
+                                      requested_labels, with_labels)
 from zoo_plugins.unet import UNETS, AttentionUNet, ConvNeXtUNet
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -84,8 +85,6 @@ LAMBDA_MIN = -5.1  # the logsnr and karras grids start at half log-SNR >= this (
 VARIANCES = ("posterior", "beta")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 TIMESTEP_SAMPLINGS = ("uniform", "low_discrepancy")
-GUIDANCE = 1.0  # default classifier-free guidance w (scale s = 1 + w) of conditional runs
-LABEL_DROPOUT = 0.1  # default probability that a training label becomes the null class
 VLB_TERMS = 50  # KL terms per image of the likelihood's default estimate (all T-1 with timesteps="all")
 
 
@@ -692,10 +691,7 @@ class DDPM(ZooModel):
         y = labels_or_error(self, labels)
         if y is None:
             return {"loss": self.diffusion.loss(self.net, x)}
-        p = float(self.cfg.model.get("label_dropout", LABEL_DROPOUT))
-        if p > 0:
-            y = torch.where(torch.rand(y.shape, device=y.device) < p, self.num_classes, y)
-        return {"loss": self.diffusion.loss(with_labels(self.net, y), x)}
+        return {"loss": self.diffusion.loss(with_labels(self.net, drop_labels(self, y)), x)}
 
     def null_labels(self, n: int) -> torch.Tensor:
         """``n`` null-class labels (index ``num_classes``: "no label")."""
@@ -735,19 +731,7 @@ class DDPM(ZooModel):
 
     def guidance(self, given: float | None) -> float:
         """The guidance w to sample with: ``given``, else ``model.guidance``; 0 for an unconditional run."""
-        m = self.cfg.model
-        w = float(m.get("guidance", GUIDANCE) if given is None else given)
-        if w < 0:
-            raise ZooError(f"guidance={w} must be >= 0 (0: plain conditional sampling; scale s = 1 + w)")
-        if self.num_classes is None:
-            if given:
-                raise ZooError(f"guidance={given}: this run is unconditional, so there is nothing to guide "
-                               f"(train with --set model.conditional=true, or drop --guidance)")
-            return 0.0
-        if w > 0 and not float(m.get("label_dropout", LABEL_DROPOUT)) > 0:
-            raise ZooError(f"guidance={w} needs a null class, but this run trained with model.label_dropout=0: "
-                           f"sample with --guidance 0 (or set model.guidance=0)")
-        return w
+        return guidance_weight(self, given)
 
     def sampling_network(self):
         """The network for sampling: ``torch.compile``d once when ``model.compile_sampler`` is set."""
@@ -766,9 +750,7 @@ class DDPM(ZooModel):
     def _run(self, n: int, generator: torch.Generator, options: dict, keep=None, labels=None):
         opts = self.sampling_options(options)
         device = self.device
-        y = None if self.num_classes is None and labels is None else self.sample_labels(n, labels, device)
-        if y is not None:
-            y = torch.where(y < 0, self.num_classes, y)  # -1: the null class
+        y = requested_labels(self, n, labels)  # -1: the null class
         plan = self.diffusion.plan(opts["sampler"], opts["steps"], opts["eta"], grid=opts["grid"]).to(device)
         net = self.sampling_network()
         bs = opts["batch_size"]
@@ -797,22 +779,9 @@ class DDPM(ZooModel):
         return images, trajectories, len(plan)
 
     def guided(self, net, y: torch.Tensor | None, w: float):
-        """The network the sampler calls, ``(x, t) -> out``, for labels ``y`` (None: unconditional run).
-
-        w = 0, or only null labels: one conditional pass, nothing else. Otherwise one batched forward of
-        ``[x, x]`` with ``[y, null]`` and ``out_c + w (out_c - out_u)``; a null label keeps ``out_c``."""
-        if y is None:
-            return net
-        null = y == self.num_classes
-        if w == 0 or bool(null.all()):
-            return with_labels(net, y)
-        both = torch.cat([y, torch.full_like(y, self.num_classes)])
-        keep = null.view(-1, 1, 1, 1)
-
-        def call(x, t):
-            out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), both).float().chunk(2)
-            return torch.where(keep, out_c, out_c + w * (out_c - out_u))
-        return call
+        """The network the sampler calls, ``(x, t) -> out``, for labels ``y`` (None: unconditional run):
+        :func:`zoo_plugins.conditioning.guided` with the null class ``num_classes``."""
+        return guided(net, y, w, self.num_classes)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, labels=None, **options) -> torch.Tensor:
@@ -873,12 +842,6 @@ class DDPM(ZooModel):
         keep = {int(round(i)) for i in torch.linspace(0, K, int(frames)).tolist()}
         _, paths, _ = self._run(int(n), generator, options, keep=keep, labels=labels)
         return torch.cat(paths)
-
-
-def with_labels(net, y: torch.Tensor):
-    """``(x, t) -> net(x, t, y)``, ``y`` repeated to the batch (the likelihood stacks timesteps of the
-    same images)."""
-    return lambda x, t: net(x, t, y.repeat(x.shape[0] // y.shape[0]))
 
 
 def save_trajectory(frames: torch.Tensor, path) -> None:

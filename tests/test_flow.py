@@ -1,6 +1,7 @@
 """Flow matching (plugins/flow.py): the ODE solvers' orders and the likelihood against the closed-form velocity
 field of Gaussian data, Hutchinson's divergence, the OT coupling, sampling options and NFE, determinism, the
-contract, bitwise resume and `zoo eval --nll` on a real tiny run."""
+contract, bitwise resume and `zoo eval --nll` on a real tiny run, and a conditional run from the CLI (the
+conditioning itself: tests/test_conditional_models.py)."""
 import itertools
 import json
 import math
@@ -10,9 +11,12 @@ import pytest
 import torch
 
 import zoo
+from click.testing import CliRunner
 from conftest import MNIST_SETS
 from helpers import zoo_cli
 from zoo import ZooError, checkpoint
+from zoo.data import to_uint8
+from zoo.cli import main
 from zoo.registry import create_model, model_config, registry
 from zoo.testing import check_model_contract
 from zoo_plugins.flow import (FlowMatching, divergence, divergence_probes, ode_log_likelihood, odeint, ot_pairing,
@@ -275,3 +279,43 @@ def test_cli_trains_samples_and_evaluates_fid_and_bits_per_dim(tmp_path):
     assert result["nll_options"] == {"solver": "heun", "steps": 3}
     r = zoo_cli("sample", run, "-n", 4, "--sampler", "dopri5", "--steps", 3, "--out", tmp_path / "g.png")
     assert r.returncode == 2 and "error: steps=3 does not apply to sampler dopri5" in r.output
+
+
+# --- a conditional run from the CLI ----------------------------------------------------------------------
+def invoke(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+def test_zoo_list_says_flow_can_be_conditional():
+    code, out = invoke("list")
+    header = next(line for line in out.splitlines() if line.startswith("model "))
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("flow")}
+    assert code == 0 and {rows[name][header.index("cond."):].split()[0]
+                          for name in ("flow", "flow-attention", "flow-convnext")} == {"yes"}
+    code, out = invoke("list", "flow-convnext")
+    assert code == 0 and "conditional: yes -- --set model.conditional=true" in out
+
+
+def test_cli_trains_a_conditional_flow_and_samples_labels_with_guidance(tmp_path):
+    """3 steps with labels, then `zoo sample --label 7 --guidance 2`: the images asked for, and the same from
+    Python; --guidance on an unconditional flow run is a one-line error."""
+    cond, plain = tmp_path / "cond", tmp_path / "plain"
+    quick = [*MNIST_SETS, "trainer.max_steps=3", "trainer.sample_every=0", "trainer.n_samples=4",
+             "model.sample_steps=2"]
+    zoo.train("flow", preset="tiny", out=cond, sets=[*quick, "model.conditional=true"], quiet=True)
+    zoo.train("flow", preset="tiny", out=plain, sets=quick, quiet=True)
+    code, out = invoke("sample", cond, "--label", "7", "-n", "3", "--guidance", "2", "--seed", "1",
+                       "-o", tmp_path / "7.npz")
+    assert code == 0 and "wrote 3 images" in out, out
+    sevens = np.load(tmp_path / "7.npz")
+    model = zoo.load_run(cond)
+    assert model.num_classes == 10 and (sevens["labels"] == 7).all()
+    python = model.sample(3, torch.Generator().manual_seed(1), labels=7, guidance=2.0)
+    assert (sevens["images"] == to_uint8(python).permute(0, 2, 3, 1).numpy()).all()  # the same images
+    unguided = model.sample(3, torch.Generator().manual_seed(1), labels=7, guidance=0.0)
+    assert python.shape == (3, *model.image_shape) and not torch.equal(python, unguided)
+    code, out = invoke("sample", plain, "--guidance", "2", "-o", tmp_path / "p.png")
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "this run is unconditional, so there is nothing to guide" in lines[0]
+    assert not (tmp_path / "p.png").exists()

@@ -72,10 +72,10 @@ def check_model_contract(name: str, *, preset: str | None = "tiny", sets: Iterab
       sampling depends on lives outside the state dict;
     * ``conditional`` (models with ``can_condition``): built again with ``model.conditional=true`` and
       ``data.num_classes=10``, ``num_classes`` is 10; ``training_loss(x, phase, labels=y)`` gives a finite
-      loss, and two optimizer steps are taken on it (zero-initialised layers, usual in diffusion, would make
-      an untrained model ignore its labels); ``after_training`` takes ``(x, labels)`` pairs; then
-      ``sample(n, g, labels=...)`` has the shape and device of the model; the same seed and labels give the
-      same images, other labels other images; label 10, or a label count that is not ``n``, is a one-line ZooError.
+      loss for ``steps`` optimizer steps (an untrained network may ignore its labels); ``after_training``
+      takes ``(x, labels)`` pairs; then ``sample(n, g, labels=...)`` has the shape and device of the model;
+      the same seed and labels give the same images, other labels other images; label 10, or a label count
+      that is not ``n``, is a one-line ZooError.
     """
     subject = _Subject(name, preset, list(sets), images, batch_size, steps, n_samples)
     for clause in MODEL_CLAUSES:
@@ -284,16 +284,16 @@ def _check_conditional(s: _Subject) -> None:
                      f"(ZooModel.__init__ sets it: call super().__init__(cfg))")
     y = torch.arange(len(s.x), device=model.device) % 10
     optimizers = model.configure_optimizers()
-    # two steps per phase: zero-initialised layers (the output and each residual branch's last layer, usual in
-    # diffusion) make an untrained model ignore its labels, and only after the first step do inner ones learn
-    for _ in range(2):
-        for phase, _ in model.phases():
-            loss = model.training_loss(s.x, phase, labels=y)["loss"]
-            if not (torch.is_tensor(loss) and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad):
-                raise s.fail(f"training_loss(x, '{phase}', labels=y) must give a finite scalar loss with grad")
-            optimizers[phase].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[phase].step()
+    model.train()
+    for _ in range(s.steps):  # trained first: a network whose output layer starts at zero ignores its labels
+        for phase, repeats in model.phases():
+            for _ in range(repeats):
+                loss = model.training_loss(s.x, phase, labels=y)["loss"]
+                if not (torch.is_tensor(loss) and loss.dim() == 0 and torch.isfinite(loss) and loss.requires_grad):
+                    raise s.fail(f"training_loss(x, '{phase}', labels=y) must give a finite scalar loss with grad")
+                optimizers[phase].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[phase].step()
     with torch.no_grad():  # a conditional run's after_training gets (x, labels) pairs (e.g. per-class fits)
         model.after_training(iter([(s.x, y)]))
     model.eval()
