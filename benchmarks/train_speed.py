@@ -86,6 +86,8 @@ def run_one(name: str, preset, sets: list[str], steps: int, log_every: int) -> d
                                                              "trainer.sample_every=0", "trainer.checkpoint_every=0"],
                            out=Path(tmp) / "run", quiet=True)
         wall = time.perf_counter() - t0
+        if result.status != "finished":  # a signal stopped it: its few steps are no measurement
+            raise SystemExit(f"{name} {' '.join(sets)}: the run was {result.status}; no row written")
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     steady = [r["images_per_s"] for r in rows[1:] if "images_per_s" in r] or [rows[-1]["images_per_s"]]
     return {"images_per_s": sum(steady) / len(steady), "train_seconds": result.seconds, "wall_seconds": wall}
