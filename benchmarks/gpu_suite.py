@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -332,9 +332,10 @@ def stage_cuda(suite: Suite, rec: dict, budget: float) -> None:
     xml = suite.out / "cuda-tests.xml"
     files = cuda_test_files(Path(suite.args.tests))
     argv = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider",
-            f"--junitxml={xml}", *files]
+            f"--junitxml={xml}", *(["-k", suite.args.cuda_k] if suite.args.cuda_k else []), *files]
     rc, seconds, text = suite.call("cuda-tests", argv, budget)
-    rec["command"] = "python -m pytest -m cuda " + " ".join(files)
+    rec["command"] = "python -m pytest -m cuda " + (f"-k {shlex.quote(suite.args.cuda_k)} " if suite.args.cuda_k
+                                                    else "") + " ".join(files)
     if rc == 124:
         raise TimeoutError(f"pytest -m cuda ran past {budget:.0f} s (logs/cuda-tests.log)")
     counts = junit_counts(xml) if xml.is_file() else None
@@ -654,8 +655,21 @@ def write_study_note(suite: Suite, rec: dict, study: Path) -> None:
 STAGE_FNS = {"cuda": stage_cuda, "train": stage_train, "sample": stage_sample, "eval": stage_eval, "study": stage_study}
 
 
+def stage_budgets(text: str | None, sizes: Sizes) -> Sizes:
+    """``--budgets train=200,sample=120``: seconds per stage, over the defaults (a short lease)."""
+    if not text:
+        return sizes
+    given = {}
+    for item in text.split(","):
+        name, _, seconds = item.partition("=")
+        if name.strip() not in STAGES or not seconds.strip().replace(".", "", 1).isdigit():
+            raise SystemExit(f"error: --budgets {item!r}: write STAGE=SECONDS with a stage of {','.join(STAGES)}")
+        given[name.strip()] = float(seconds)
+    return replace(sizes, budgets={**sizes.budgets, **given})
+
+
 def run_suite(args) -> int:
-    sizes = SMOKE if args.smoke else FULL
+    sizes = stage_budgets(args.budgets, SMOKE if args.smoke else FULL)
     suite = Suite(args, sizes)
     chosen = [x.strip() for x in args.stages.split(",") if x.strip()]
     bad = [x for x in chosen if x not in STAGES]
@@ -1348,6 +1362,9 @@ def parse_args(argv):
                     "[min(3, what the budget leaves)]")
     ap.add_argument("--study-models", help=f"comma-separated [{','.join(FAMILIES)}]")
     ap.add_argument("--tests", default="tests", help="what `pytest -m cuda` runs [tests]")
+    ap.add_argument("--budgets", help="seconds per stage, e.g. train=200,sample=120,eval=90 [cuda=480,train=420,"
+                    "sample=300,eval=150]: a short lease")
+    ap.add_argument("--cuda-k", help="only the CUDA tests pytest -k selects (e.g. a rerun of the ones that failed)")
     ap.add_argument("--keep-going", action="store_true", help="measure even when the CUDA tests fail")
     ap.add_argument("--detach", action="store_true", help="start the suite in its own session and return (see --wait)")
     ap.add_argument("--wait", type=float, default=0,
