@@ -727,11 +727,7 @@ class DDPM(ZooModel):
         grid = BEST_GRID[sampler] if grid == "auto" else grid
         return {"sampler": sampler, "steps": None if steps is None else int(steps), "eta": eta, "grid": grid,
                 "batch_size": batch_size, "progress": bool(options.get("progress", False)),
-                "guidance": self.guidance(options.get("guidance"))}
-
-    def guidance(self, given: float | None) -> float:
-        """The guidance w to sample with: ``given``, else ``model.guidance``; 0 for an unconditional run."""
-        return guidance_weight(self, given)
+                "guidance": guidance_weight(self, options.get("guidance"))}
 
     def sampling_network(self):
         """The network for sampling: ``torch.compile``d once when ``model.compile_sampler`` is set."""
