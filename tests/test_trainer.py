@@ -330,6 +330,46 @@ def test_eval_max_minutes_bounds_the_wall_clock_of_periodic_evaluations(toy, tmp
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 30  # training itself goes on
 
 
+class StepClock:
+    """Stands in for the trainer's ``time`` module: ``perf_counter`` advances 2.5 s per call (a training step
+    of the toy model reads 2.5 s), so which step passes a minute mark is the same on every machine and on
+    resume."""
+    def __init__(self):
+        import time
+        self.now, self.real = 0.0, time
+
+    def perf_counter(self):
+        self.now += 2.5
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_eval_at_minutes_evaluates_once_at_the_first_step_past_each_mark_and_resumes(toy, tmp_path, monkeypatch):
+    """trainer.eval_at_minutes: a FID at fixed minutes of training (a study's table at 1/3/10/30 minutes),
+    exactly once each, at the first step whose training clock has passed it (two marks inside one step: one
+    FID) -- also across a resume, which neither repeats a mark passed before the interruption nor skips one
+    after it."""
+    import zoo.trainer
+    monkeypatch.setattr(zoo.trainer, "time", StepClock())
+
+    def evaluate(model):
+        return {"fid": 1.0}
+    marks = [0.2, 0.205, 0.5, 1, 2]  # 12, 12.3, 30, 60, 120 s
+    sets = MNIST_SETS + [f"trainer.eval_at_minutes={marks}", "trainer.log_every=1", "trainer.checkpoint_every=0"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    zoo.train("toy", out=whole, quiet=True, evaluate=evaluate, sets=sets + ["trainer.max_steps=60"])
+    clock = {r["step"]: r["time"] for r in metrics(whole) if "loss" in r}
+    assert clock[1] == 2.5 and clock[60] == 150.0, clock
+    want = sorted({min(s for s, t in clock.items() if t >= 60 * m) for m in marks})
+    assert want == [5, 12, 24, 48]
+    assert [r["step"] for r in metrics(whole) if "fid" in r] == want
+    zoo.train("toy", out=part, quiet=True, evaluate=evaluate, sets=sets + ["trainer.max_steps=20"])
+    zoo.train(resume=True, out=part, quiet=True, evaluate=evaluate, sets=["trainer.max_steps=60"])
+    assert [r["step"] for r in metrics(part) if "fid" in r] == want
+
+
 @pytest.mark.slow
 def test_trainer_imports_no_evaluation_code():
     code = "import sys, zoo.trainer; sys.exit('zoo.evaluate' in sys.modules)"

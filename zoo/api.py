@@ -80,7 +80,8 @@ def check_data_root(cfg: Config, out_dir, sets=()) -> None:
 
 
 def periodic_fid(cfg: Config):
-    """The evaluation callback ``zoo train`` passes to the trainer when ``trainer.eval_every`` is set:
+    """The evaluation callback ``zoo train`` passes to the trainer when ``trainer.eval_every`` (or
+    ``eval_at_minutes``) is set:
     a quick FID of ``trainer.eval_n`` samples against the training images' statistics."""
     from .evaluate import quick_fid
     n = int(cfg.trainer.eval_n)
@@ -117,7 +118,7 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
         cfg = model_config(model, preset=preset, file=config_file, sets=sets, overrides=overrides)
         cfg.setdefault("preset", preset)  # for the header (zoo.registry records it where presets follow the device)
     out = Path(out) if out is not None else default_out_dir(cfg.model_name)
-    if evaluate is None and cfg.trainer.eval_every:
+    if evaluate is None and (cfg.trainer.eval_every or cfg.trainer.eval_at_minutes):
         evaluate = periodic_fid(cfg)
     from .trainer import fit  # torch: the arguments and the config are checked
     return fit(cfg, out, resume=resume, force=force, quiet=bool(quiet), evaluate=evaluate,

@@ -274,7 +274,10 @@ BASE: dict = {
         "skip_nonfinite": Key(False, "skip a step whose loss is NaN/inf instead of stopping the run"),
         "eval_every": Key(None, "steps between quick FIDs (logged as fid, best.pt keeps the best); null: off",
                           type=int, ge=1),
-        "eval_n": Key(1000, "samples per quick FID (trainer.eval_every)", ge=2),
+        "eval_at_minutes": Key([], "also a quick FID at the first step past each of these minutes of training, e.g. "
+                               "[1, 3, 10, 30] (a curve read at fixed times; not bounded by eval_max_minutes)",
+                               item=float, gt=0),
+        "eval_n": Key(1000, "samples per quick FID (trainer.eval_every, eval_at_minutes)", ge=2),
         "eval_max_minutes": Key(None, "wall-clock minutes all periodic evaluations of a run may take (their time "
                                 "is not training time): none starts once the rest would not cover the last one; "
                                 "null: no bound", type=float, gt=0),

@@ -57,7 +57,8 @@ from .runlog import RunLog, require_tensorboard
 from .schedules import lr_lambda
 
 Evaluate = Callable[[torch.nn.Module], Mapping[str, float]]
-"""``evaluate(model) -> {"fid": 12.3, ...}``: called every ``trainer.eval_every`` steps on the model that
+"""``evaluate(model) -> {"fid": 12.3, ...}``: called every ``trainer.eval_every`` steps (and at
+``trainer.eval_at_minutes``) on the model that
 samples (the EMA when enabled), in eval mode, under ``torch.no_grad()`` and the run's autocast, on the
 main process only. Each result is a row of metrics.jsonl; the first key decides ``checkpoints/best.pt``
 (lower is better)."""
@@ -169,8 +170,8 @@ class Run:
         self.max_seconds = None if t.max_minutes is None else float(t.max_minutes) * 60
         if t.max_steps is None and t.max_epochs is None and self.max_seconds is None:
             raise ZooError("no training budget: set trainer.max_steps, trainer.max_epochs or trainer.max_minutes")
-        if t.eval_every and self.evaluate is None:
-            raise ZooError("trainer.eval_every is set but fit() was given no evaluate callback "
+        if (t.eval_every or t.eval_at_minutes) and self.evaluate is None:
+            raise ZooError("trainer.eval_every or eval_at_minutes is set but fit() was given no evaluate callback "
                            "(zoo.train builds one from zoo.evaluate.quick_fid)")
         if int(t.n_samples) > MAX_GRID:
             raise ZooError(f"trainer.n_samples={t.n_samples} is too many images for a sample grid (at most "
@@ -241,6 +242,7 @@ class Run:
         self.progress.header(self.header())
         self.progress.start(self.step, self.train_seconds)
         self._window = (self.step, self.train_seconds)
+        self._clock_seen = self.train_seconds  # trainer.eval_at_minutes: marks passed before a resume are done
         self._tick = time.perf_counter()
 
     def on_main(self, work: Callable[[], object]):
@@ -410,7 +412,8 @@ class Run:
         t, step = self.t, self.step
         if self.ddp.main and t.sample_every and step % int(t.sample_every) == 0:
             self.write_grid(self.out_dir / "samples" / f"step-{step:06d}.png")
-        if t.eval_every and step % int(t.eval_every) == 0 and self.ddp.main and self.evaluation_fits():
+        at_mark = self.passed_eval_mark()  # asked for explicitly: not bounded by eval_max_minutes
+        if self.ddp.main and (at_mark or (t.eval_every and step % int(t.eval_every) == 0 and self.evaluation_fits())):
             self.run_evaluation()
         if t.checkpoint_every and step % int(t.checkpoint_every) == 0:
             self.save()
@@ -465,6 +468,12 @@ class Run:
             why = ("interrupted" if should_stop and should_stop()
                    else f"trainer.grid_seconds={self.t.grid_seconds:g} reached")
             self.progress.say(f"{path.name}: {len(images)} of {asked} images ({why})")
+
+    def passed_eval_mark(self) -> bool:
+        """Whether the training clock passed one of ``trainer.eval_at_minutes`` since the last call (or since
+        the run started or resumed)."""
+        before, self._clock_seen = self._clock_seen, self.train_seconds
+        return any(before < 60 * float(m) <= self.train_seconds for m in self.t.eval_at_minutes or ())
 
     def evaluation_fits(self) -> bool:
         """Whether ``trainer.eval_max_minutes`` (the wall clock all periodic evaluations may take; their time
