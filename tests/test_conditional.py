@@ -281,10 +281,15 @@ def test_compare_step_time_probe_gives_a_conditional_model_labels(toy):
 
 
 @pytest.mark.slow
-def test_compare_trains_and_scores_a_conditional_model(toy, tmp_path):
+def test_compare_trains_and_scores_a_conditional_model(toy, tmp_path, monkeypatch):
+    import zoo.compare_report
+    shown, show = [], zoo.compare_report._show
+    monkeypatch.setattr(zoo.compare_report, "_show", lambda ax, images, nrow: (shown.append((len(images), nrow)),
+                                                                            show(ax, images, nrow)))
     code, out = invoke("compare", "toycond", "--out", tmp_path, "--steps", 6, "-n", 300, "--fid-points", 0,
                        "--metrics", "fid", *[a for s in COND for a in ("--set", s)])
     assert code == 0, out
     rows = json.loads((tmp_path / "leaderboard.json").read_text())["rows"]
     assert rows[0]["model"] == "toycond" and rows[0]["fid"] > 0  # sampled with balanced labels
     assert zoo.load_run(tmp_path / "runs" / "toycond").num_classes == 10
+    assert shown[0] == (60, 10)  # samples.png: one class a column (balanced labels ask for class i % 10)

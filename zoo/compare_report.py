@@ -26,8 +26,8 @@ AFTER_FID = ["fid_last", "best_step"]                            # compare's own
 OWN = ["params", "steps", "train_seconds", "sample_seconds_per_1000", "error"]
 OWN_HEADERS = ["params", "steps", "train s", "sample s/1k", "error"]
 OWN_JSON = ["sample_options", "fid_curve", "nearest", "nll_options", "origin"]
-_PRIVATE = {"_grid": "grid", "_nearest": "neighbours", "_run": "run", "_extractor": "extractor",
-            "_reference": "reference", "_trace": "trace"}
+_PRIVATE = {"_grid": "grid", "_grid_columns": "grid_columns", "_nearest": "neighbours", "_run": "run",
+            "_extractor": "extractor", "_reference": "reference", "_trace": "trace"}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Row:
     error: str = ""
     values: dict = field(default_factory=dict)      # metric result keys, fid_last, fid_<reference>, best_step, ...
     grid: Any = None                                # up to 64 samples (samples.png)
+    grid_columns: int = 8                           # images a row in samples.png (a conditional run: its classes)
     neighbours: dict | None = None                  # zoo.memorisation.nearest_training_images (memorisation.png)
     run: str | None = None                          # its run directory (curves.png reads metrics.jsonl)
     extractor: str | None = None
@@ -162,7 +163,7 @@ def samples_figure(rows, path: Path) -> None:
     for ax in axes[0]:
         ax.axis("off")
     for ax, r in zip(axes[0], shown):
-        _show(ax, r.grid, 8)
+        _show(ax, r.grid, r.grid_columns)
         fid = r.get("fid")
         ax.set_title(f"{r.model}\nFID {fid:.2f}" if fid is not None else r.model, fontsize=10)
     if not shown:
