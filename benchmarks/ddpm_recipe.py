@@ -1,4 +1,4 @@
-"""DDPM small-compute recipe study: ablations at a fixed CPU budget, scored the same way.
+"""DDPM and flow-matching small-compute recipe studies: ablations at a fixed CPU budget, scored the same way.
 
 Each variant is `zoo train` of a DDPM U-Net for a fixed wall-clock budget (trainer.max_minutes) followed by
 `zoo eval` (n samples, `mnist` extractor, reference = the held-out digits). Variants run `--parallel` at a time,
@@ -8,7 +8,10 @@ the ranking is what matters here, the decisive 2-thread runs are in the README's
     python benchmarks/ddpm_recipe.py --unet attention --grid screen --minutes 6 --out benchmarks/results/ddpm-recipe-cpu
     python benchmarks/ddpm_recipe.py --list                      # the variants of each grid
     python benchmarks/ddpm_recipe.py --samplers RUN_DIR --n 500  # FID per network evaluation, by sampler
+    python benchmarks/ddpm_recipe.py --family flow --grid flow --minutes 5 --out benchmarks/results/flow-recipe-cpu
+    python benchmarks/ddpm_recipe.py --samplers RUN_DIR --settings heun:10,euler:20,dopri5:0  # flow: STEPS = solver steps
 
+`--family flow` trains `flow-<unet>` from FLOW_BASE (the flow `cpu` preset, written out) with FLOW_GRIDS.
 Results: OUT/<unet>-<grid>.jsonl (one line per variant, appended as runs finish: a rerun skips done ones),
 OUT/<unet>-<grid>.md (table with command, CPU, torch version and date).
 """
@@ -77,6 +80,30 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# Flow matching (plugins/flow.py): the base is its `cpu` preset as first shipped (DDPM's recipe, Heun at 10 steps =
+# 20 NFE); one change each. Sampler and NFE are measured on a trained run with --samplers.
+FLOW_BASE = ["data.image_size=28", "model.dim=32", "model.dim_mults=[1,2,2]", "model.num_res_blocks=1",
+             "model.attn_resolutions=[14]", "model.attn_heads=4", "model.groups=8", "model.dropout=0.0",
+             "trainer.batch_size=32", "trainer.lr=2e-3", "trainer.warmup_steps=50", "trainer.lr_schedule=cosine",
+             "ema.enabled=true", "ema.decay=0.995", "model.time_sampling=uniform", "model.ot=false",
+             "model.sampler=heun", "model.sample_steps=10"]
+FLOW_GRIDS: dict[str, dict[str, list[str]]] = {
+    "flow": {
+        "base": [],
+        "dim24": ["model.dim=24"],
+        "dim48": ["model.dim=48"],
+        "lr1e-3": ["trainer.lr=1e-3"],
+        "lr4e-3": ["trainer.lr=4e-3"],
+        "bs64": ["trainer.batch_size=64"],
+        "logit-normal": ["model.time_sampling=logit_normal"],
+        "ot": ["model.ot=true"],
+    },
+}
+
+
+def family_grids(family: str) -> tuple[list[str], dict]:
+    return (FLOW_BASE, FLOW_GRIDS) if family == "flow" else (BASE, GRIDS)
+
 
 def run(cmd: list[str], env: dict, log: Path) -> int:
     with open(log, "a") as f:
@@ -91,10 +118,10 @@ def one(label: str, sets: list[str], args, out: Path) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     zoo = [sys.executable, "-m", "zoo"]
-    all_sets = DATA + BASE + args.base + sets + [f"trainer.max_minutes={args.minutes}", "trainer.max_steps=null",
+    all_sets = DATA + family_grids(args.family)[0] + args.base + sets + [f"trainer.max_minutes={args.minutes}", "trainer.max_steps=null",
                                      "trainer.sample_every=0", "trainer.eval_every=null", "trainer.device=cpu"]
     t0 = time.time()
-    code = run(zoo + ["train", f"ddpm-{args.unet}", "--preset", "cpu", "--out", str(run_dir), "--force", "--quiet",
+    code = run(zoo + ["train", f"{args.family}-{args.unet}", "--preset", "cpu", "--out", str(run_dir), "--force", "--quiet",
                       *[a for s in all_sets for a in ("--set", s)]], env, log)
     row = {"label": label, "sets": sets, "train_rc": code, "wall_train": round(time.time() - t0, 1)}
     if code == 0:
@@ -119,8 +146,9 @@ def one(label: str, sets: list[str], args, out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", default="ddpm", choices=["ddpm", "flow"])
     ap.add_argument("--unet", default="attention", choices=["attention", "convnext"])
-    ap.add_argument("--grid", default="screen", choices=sorted(GRIDS))
+    ap.add_argument("--grid", default="size", choices=sorted(GRIDS) + sorted(FLOW_GRIDS))
     ap.add_argument("--base", action="append", default=[], metavar="KEY=VALUE",
                     help="change the base recipe for every variant (e.g. model.dim=16 for the knobs grid)")
     ap.add_argument("--only", default="", help="comma-separated variant labels")
@@ -138,26 +166,29 @@ def main() -> None:
     args = ap.parse_args()
     if args.samplers:
         return compare_samplers(args)
+    base, grids = family_grids(args.family)
     if args.list:
-        for g, variants in GRIDS.items():
-            print(g, "base:", " ".join(BASE))
+        for g, variants in grids.items():
+            print(g, "base:", " ".join(base))
             for label, sets in variants.items():
                 print(f"  {label}: {' '.join(sets) or '(base)'}")
         return
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.grid not in grids:
+        sys.exit(f"error: grid {args.grid!r} is not a {args.family} grid: {', '.join(grids)}")
     results = out / f"{args.unet}-{args.grid}.jsonl"
-    wanted_labels = args.only.split(",") if args.only else list(GRIDS[args.grid])
-    unknown = [v for v in wanted_labels if v not in GRIDS[args.grid]]
+    wanted_labels = args.only.split(",") if args.only else list(grids[args.grid])
+    unknown = [v for v in wanted_labels if v not in grids[args.grid]]
     if unknown:
-        sys.exit(f"error: unknown variant(s) {', '.join(unknown)} of grid {args.grid}: {', '.join(GRIDS[args.grid])}")
+        sys.exit(f"error: unknown variant(s) {', '.join(unknown)} of grid {args.grid}: {', '.join(grids[args.grid])}")
     done = {json.loads(line)["label"] for line in results.read_text().splitlines()} if results.is_file() else set()
     wanted = [v for v in wanted_labels if v not in done]
     print(f"{len(wanted)} variants to run ({len(done)} done) at {args.minutes} min each, {args.parallel} at a time",
           file=sys.stderr)
 
     def task(label):
-        row = one(label, GRIDS[args.grid][label], args, out)
+        row = one(label, grids[args.grid][label], args, out)
         row["base"] = args.base
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -178,13 +209,15 @@ def compare_samplers(args) -> None:
     def score(setting):
         sampler, steps = setting
         cmd = [sys.executable, "-m", "zoo", "eval", str(args.samplers), "-n", str(args.n), "--reference", "holdout",
-               "--json", "--metrics", "fid,modes", "--option", f"sampler={sampler}", "--option", f"steps={steps}"]
+               "--json", "--metrics", "fid,modes", "--option", f"sampler={sampler}",
+               *(["--option", f"steps={steps}"] if steps != "-" else [])]  # "-": an adaptive solver (flow's dopri5)
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
-            return {"sampler": sampler, "steps": int(steps), "error": res.stderr.strip().splitlines()[-1:]}
+            return {"sampler": sampler, "steps": steps, "error": res.stderr.strip().splitlines()[-1:]}
         r = json.loads(res.stdout)
-        return {"sampler": sampler, "steps": int(steps), "fid": r["fid"], "modes": r.get("modes"),
-                "seconds": r.get("seconds_sampling")}
+        # NFE: what the model counted (flow: Heun/midpoint cost 2 per step, dopri5 adapts), else steps (DDPM)
+        return {"sampler": sampler, "steps": steps, "nfe": r.get("sampling_nfe") or int(steps), "fid": r["fid"],
+                "modes": r.get("modes"), "seconds": r.get("seconds_sampling")}
 
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(score, settings))
@@ -197,13 +230,13 @@ def compare_samplers(args) -> None:
              f"- CPU: {cpu_name()}, {args.parallel} evaluations at a time x {args.threads} torch thread(s); "
              f"torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}",
              f"- FID of {args.n} samples (mnist extractor, seed 0) against the 1,000 held-out MNIST test digits; "
-             "network evaluations (NFE) = steps", "",
-             "| sampler | NFE | FID ↓ | modes | sampling seconds |", "|---|---|---|---|---|"]
+             "NFE = network evaluations per image (as the model counted them, else = steps)", "",
+             "| sampler | steps | NFE | FID ↓ | modes | sampling seconds |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['sampler']} | {r['steps']} | error: {' '.join(r['error'])} | | |")
+            lines.append(f"| {r['sampler']} | {r['steps']} | | error: {' '.join(r['error'])} | | |")
         else:
-            lines.append(f"| {r['sampler']} | {r['steps']} | {r['fid']:.2f} | {r['modes'] or '—'} | "
+            lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']:g} | {r['fid']:.2f} | {r['modes'] or '—'} | "
                          f"{r['seconds'] or 0:.1f} |")
     (out / f"samplers-{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -218,14 +251,15 @@ def write_table(args, out: Path, results: Path) -> None:
             r.update({k: v for k, v in json.loads(ev.read_text()).items() if k in METRICS and r.get(k) is None})
     rows.sort(key=lambda r: (r.get("fid") is None, r.get("fid") or 0))
     cpu = cpu_name()
-    lines = [f"# DDPM recipe ablations: {args.unet} U-Net, grid `{args.grid}`", "",
+    lines = [f"# {'Flow-matching' if args.family == 'flow' else 'DDPM'} recipe ablations: {args.unet} U-Net, "
+             f"grid `{args.grid}`", "",
              f"- command: `python {' '.join(sys.argv)}`",
              f"- CPU: {cpu}, {args.parallel} runs at a time x {args.threads} torch thread(s); "
              f"torch {torch.__version__}; "
              f"date {time.strftime('%Y-%m-%d')}",
              f"- budget: {args.minutes} min of training per variant; FID of {args.n} samples (mnist extractor) against "
              f"the 1,000 held-out MNIST test digits; eval options: {' '.join(args.option) or 'model defaults'}",
-             f"- base: `{' '.join(BASE + args.base)}`", "",
+             f"- base: `{' '.join(family_grids(args.family)[0] + args.base)}`", "",
              "| variant | change | FID ↓ | IS ↑ | precision | recall | modes | class KL | steps | final loss |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
