@@ -179,7 +179,8 @@ def test_registry_lists_the_three_flow_models():
     cpu = model_config("flow", preset="cpu")
     ddpm = model_config("ddpm", preset="cpu")
     assert (cpu.model.dim, cpu.data.image_size, cpu.trainer.lr) == (ddpm.model.dim, 28, ddpm.trainer.lr)
-    assert cpu.model.time_sampling == "logit_normal"  # benchmarks/results/flow-recipe-cpu
+    assert (cpu.model.time_sampling, cpu.model.sampler, cpu.model.sample_steps) == ("logit_normal", "midpoint", 10)
+    # benchmarks/results/flow-recipe-cpu
     convnext = model_config("flow-convnext", preset="cpu").model.dim
     assert convnext == model_config("ddpm-convnext", preset="cpu").model.dim == 16
 
