@@ -320,8 +320,7 @@ class FlowMatching(ZooModel):
     # method at 10 steps (20 NFE, DDPM's DPM-Solver++ budget), as flow's own ablations chose
     # (benchmarks/results/flow-recipe-cpu: logit-normal 21.4 against uniform 26.5 at 5 minutes; size, lr and
     # batch stayed DDPM's; OT coupling gained 3 FID, within the noise, and needs scipy, so it stays an option;
-    # at 20 NFE midpoint 12.8, Euler 13.6, Heun 14.9 -- Heun's last evaluation is at t = 1, which training sees
-    # least -- and dopri5 12.5 at 98 NFE).
+    # at 20 NFE midpoint 12.8, Euler 13.6, Heun 14.9, and dopri5 12.5 at 98 NFE).
     presets = {
         "gpu": {},
         "cpu": {
