@@ -9,7 +9,7 @@ the ranking is what matters here, the decisive 2-thread runs are in the README's
     python benchmarks/ddpm_recipe.py --list                      # the variants of each grid
     python benchmarks/ddpm_recipe.py --samplers RUN_DIR --n 500  # FID per network evaluation, by sampler
     python benchmarks/ddpm_recipe.py --family flow --grid flow --minutes 5 --out benchmarks/results/flow-recipe-cpu
-    python benchmarks/ddpm_recipe.py --samplers RUN_DIR --settings heun:10,euler:20,dopri5:0  # flow: STEPS = solver steps
+    python benchmarks/ddpm_recipe.py --samplers RUN_DIR --settings heun:10,euler:20,dopri5:-  # flow: solver steps
 
 `--family flow` trains `flow-<unet>` from FLOW_BASE (the flow `cpu` preset, written out) with FLOW_GRIDS.
 Results: OUT/<unet>-<grid>.jsonl (one line per variant, appended as runs finish: a rerun skips done ones),
@@ -118,11 +118,12 @@ def one(label: str, sets: list[str], args, out: Path) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     zoo = [sys.executable, "-m", "zoo"]
-    all_sets = DATA + family_grids(args.family)[0] + args.base + sets + [f"trainer.max_minutes={args.minutes}", "trainer.max_steps=null",
-                                     "trainer.sample_every=0", "trainer.eval_every=null", "trainer.device=cpu"]
+    all_sets = DATA + family_grids(args.family)[0] + args.base + sets + [
+        f"trainer.max_minutes={args.minutes}", "trainer.max_steps=null", "trainer.sample_every=0",
+        "trainer.eval_every=null", "trainer.device=cpu"]
     t0 = time.time()
-    code = run(zoo + ["train", f"{args.family}-{args.unet}", "--preset", "cpu", "--out", str(run_dir), "--force", "--quiet",
-                      *[a for s in all_sets for a in ("--set", s)]], env, log)
+    code = run(zoo + ["train", f"{args.family}-{args.unet}", "--preset", "cpu", "--out", str(run_dir), "--force",
+                      "--quiet", *[a for s in all_sets for a in ("--set", s)]], env, log)
     row = {"label": label, "sets": sets, "train_rc": code, "wall_train": round(time.time() - t0, 1)}
     if code == 0:
         t1 = time.time()

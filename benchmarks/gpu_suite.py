@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -256,11 +257,27 @@ def last_error(text: str) -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's HEAD, with ``+changes`` when its tracked files differ from it. (The device machine once
+    reported a stale HEAD for the working tree it was sent: the source digest below is what identifies the code.)"""
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or None if r.returncode == 0 else None
+        r = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                           timeout=10)
+        if r.returncode != 0 or not r.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "zoo", "plugins", "benchmarks"], cwd=REPO,
+                               capture_output=True, timeout=10).returncode
+        return r.stdout.strip() + ("+changes" if dirty == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def source_digest() -> str:
+    """SHA-256 (first 12 hex digits) of the Python sources that ran (zoo/, plugins/, benchmarks/, by relative path
+    and content): equal digests here and on the device machine mean the same code, whatever git says there."""
+    h = hashlib.sha256()
+    for path in sorted(p for d in ("zoo", "plugins", "benchmarks") for p in (REPO / d).rglob("*.py")):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 # --- setup: wheels, zoo itself, the environment ---------------------------------------------------------------
@@ -299,6 +316,7 @@ def setup(suite: Suite) -> None:
     rec["seconds"] = round(time.perf_counter() - t, 1)
     suite.summary["env"] = suite.worker("env", "w_env", {"device": suite.sizes.device}, 300)
     suite.summary["env"]["git_commit"] = git_commit()
+    suite.summary["env"]["source_digest"] = source_digest()
     suite.save()
     env = suite.summary["env"]
     suite.say(f"{env.get('device_name')} | torch {env.get('torch')} | python {env.get('python')} | "
@@ -641,7 +659,8 @@ def write_study_note(suite: Suite, rec: dict, study: Path) -> None:
              f"- command: `{suite.summary['command']}` (stage `study` of benchmarks/gpu_suite.py)",
              f"- compare: `{rec['compare_command']}`",
              f"- device: {env.get('device_name')}; torch {env.get('torch')}; python {env.get('python')}; "
-             f"zoo commit {env.get('git_commit') or 'n/a'}; date {time.strftime('%Y-%m-%d')}",
+             f"zoo commit {env.get('git_commit') or 'n/a'} (sources {env.get('source_digest') or 'n/a'}); "
+             f"date {time.strftime('%Y-%m-%d')}",
              f"- budget: {budget}, each family at "
              f"{'preset ' + suite.sizes.preset if suite.sizes.preset else 'its default for the device'}; "
              f"{rec['n']} samples per model, "
@@ -754,7 +773,8 @@ def summary_markdown(S: dict) -> str:
          f"- command: `{S['command']}`",
          f"- device: {env.get('device_name', '?')}; torch {env.get('torch', '?')}; "
          f"CUDA {env.get('cuda_version') or '-'}; "
-         f"python {env.get('python', '?')}; zoo commit {env.get('git_commit') or 'n/a'}",
+         f"python {env.get('python', '?')}; zoo commit {env.get('git_commit') or 'n/a'} "
+         f"(sources {env.get('source_digest') or 'n/a'})",
          f"- peer: {(env.get('peer') or {}).get('version') or (env.get('peer') or {}).get('missing', '?')}; "
          f"torch-fidelity {env.get('torch_fidelity', '?')}",
          f"- data: {(env.get('data') or {}).get('note', '?')}",

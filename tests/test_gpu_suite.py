@@ -55,6 +55,7 @@ def test_smoke_runs_every_stage_and_writes_the_summary(tmp_path, mnist_root):
     assert s["mode"] == "smoke" and s["status"] == "finished" and s["finished"]
     assert "--smoke" in s["command"] and str(out) in s["command"]
     assert s["env"]["torch"] == torch.__version__ and s["env"]["device_name"] and s["env"]["data"]["ok"]
+    assert s["env"]["source_digest"] == load_suite().source_digest()
     assert list(s["stages"]) == STAGES
     for name, st in s["stages"].items():
         assert st["status"] in ("ok", "skipped"), (name, st)
@@ -152,7 +153,7 @@ def test_detach_starts_once_waits_and_packs(tmp_path, mnist_root):
     assert (pack2 / "results.tgz").is_file()
 
 
-def test_launcher_flags_do_not_reach_the_suite():
+def load_suite():
     spec = importlib.util.spec_from_file_location("gpu_suite", SUITE)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["gpu_suite"] = mod  # dataclasses look their module up there
@@ -160,5 +161,27 @@ def test_launcher_flags_do_not_reach_the_suite():
         spec.loader.exec_module(mod)
     finally:
         sys.modules.pop("gpu_suite", None)
+    return mod
+
+
+def test_the_source_digest_names_the_code_that_ran_whatever_git_says(tmp_path, monkeypatch):
+    """The device machine reported a stale git HEAD for the tree it was sent: the summary also records a digest
+    of the sources, which changes with any source file's content or name and with nothing else."""
+    mod = load_suite()
+    for d in ("zoo", "plugins", "benchmarks"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "zoo" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(mod, "REPO", tmp_path)
+    first = mod.source_digest()
+    (tmp_path / "README.md").write_text("not code")
+    assert mod.source_digest() == first and len(first) == 12
+    (tmp_path / "zoo" / "a.py").write_text("x = 2\n")
+    second = mod.source_digest()
+    (tmp_path / "zoo" / "a.py").rename(tmp_path / "plugins" / "a.py")
+    assert len({first, second, mod.source_digest()}) == 3
+
+
+def test_launcher_flags_do_not_reach_the_suite():
+    mod = load_suite()
     argv = ["--wheels", ".whl", "--detach", "--wait", "560", "--pack=/x", "--out", "/tmp/o", "--wait=3"]
     assert mod.strip_launcher_flags(argv) == ["--wheels", ".whl", "--out", "/tmp/o"]
