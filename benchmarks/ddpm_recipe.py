@@ -5,7 +5,7 @@ Each variant is `zoo train` of a DDPM U-Net for a fixed wall-clock budget (train
 each on `--threads` torch threads, so that 2 runs x 1 thread fill the 2 cores of the machine this was made on;
 the ranking is what matters here, the decisive 2-thread runs are in the README's compare study.
 
-    python benchmarks/ddpm_recipe.py --unet attention --grid screen --minutes 6 --out benchmarks/results/ddpm-recipe-cpu
+    python benchmarks/ddpm_recipe.py --unet attention --grid size --minutes 6 --out benchmarks/results/ddpm-recipe-cpu
     python benchmarks/ddpm_recipe.py --list                      # the variants of each grid
     python benchmarks/ddpm_recipe.py --samplers RUN_DIR --n 500  # FID per network evaluation, by sampler
     python benchmarks/ddpm_recipe.py --family flow --grid flow --minutes 5 --out benchmarks/results/flow-recipe-cpu
@@ -217,7 +217,8 @@ def compare_samplers(args) -> None:
             return {"sampler": sampler, "steps": steps, "error": res.stderr.strip().splitlines()[-1:]}
         r = json.loads(res.stdout)
         # NFE: what the model counted (flow: Heun/midpoint cost 2 per step, dopri5 adapts), else steps (DDPM)
-        return {"sampler": sampler, "steps": steps, "nfe": r.get("sampling_nfe") or int(steps), "fid": r["fid"],
+        nfe = r.get("sampling_nfe") or (int(steps) if steps != "-" else None)
+        return {"sampler": sampler, "steps": steps, "nfe": nfe, "fid": r["fid"],
                 "modes": r.get("modes"), "seconds": r.get("seconds_sampling")}
 
     with ThreadPoolExecutor(args.parallel) as pool:
@@ -237,7 +238,8 @@ def compare_samplers(args) -> None:
         if "error" in r:
             lines.append(f"| {r['sampler']} | {r['steps']} | | error: {' '.join(r['error'])} | | |")
         else:
-            lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']:g} | {r['fid']:.2f} | {r['modes'] or '—'} | "
+            nfe = "—" if r["nfe"] is None else f"{r['nfe']:g}"
+            lines.append(f"| {r['sampler']} | {r['steps']} | {nfe} | {r['fid']:.2f} | {r['modes'] or '—'} | "
                          f"{r['seconds'] or 0:.1f} |")
     (out / f"samplers-{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

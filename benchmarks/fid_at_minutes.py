@@ -8,8 +8,9 @@ so each run's metrics.jsonl holds a quick FID at the first step past each mark (
         --fid-points 10 --fid-n 300 --fid-share 0.35 --out STUDY
     python benchmarks/fid_at_minutes.py STUDY --minutes 1,3,10,30 --leader ddpm > STUDY/fid-at-minutes.md
 
-Each cell is the quick FID of the evaluation taken at the first step past that minute (same samples count for
-every point of a run: ``trainer.eval_n``), against the run's training images as the trainer's periodic FID is;
+Each cell is the quick FID of the evaluation taken at the first step past that minute (the same number of samples
+for every point of a run, ``trainer.eval_n``, shown per run: FID depends on it), against the run's training
+images as the trainer's periodic FID is;
 the crossing minute interpolates both curves linearly between their points. The leaderboard's FID (n samples
 against the held-out digits, best and last checkpoint) is the other table, in STUDY/leaderboard.md.
 """
@@ -44,29 +45,37 @@ def interpolate(points, minute: float):
     return None
 
 
-def crossing(leader, other) -> float | None:
-    """The first minute at which ``leader``'s interpolated FID is below ``other``'s and stays below at every later
-    point of either curve; None when it never does."""
+def crossing(leader, other) -> str:
+    """When ``leader``'s interpolated FID gets below ``other``'s for good: the first minute from which it is below
+    at every later point of either curve (bisected between the last point above and the first below), said as
+    a phrase -- also when it is ahead from the first minute both curves cover, or never."""
+    if len(leader) < 2 or len(other) < 2:
+        return "too few points to tell"
     times = sorted({t for t, _, _ in leader + other})
     below = []
     for t in times:
         a, b = interpolate(leader, t), interpolate(other, t)
         if a is not None and b is not None:
             below.append((t, a < b))
+    if not below:
+        return "the curves share no minutes"
     for i, (t, ok) in enumerate(below):
         if ok and all(o for _, o in below[i:]):
             if i == 0:
-                return t
-            t0 = below[i - 1][0]  # refine between the last point above and this one
-            lo, hi = t0, t
+                return f"ahead from the first minute both curves cover ({t:.1f})"
+            lo, hi = below[i - 1][0], t
             for _ in range(40):
                 mid = (lo + hi) / 2
-                if interpolate(leader, mid) < interpolate(other, mid):
-                    hi = mid
-                else:
-                    lo = mid
-            return hi
-    return None
+                lo, hi = (lo, mid) if interpolate(leader, mid) < interpolate(other, mid) else (mid, hi)
+            return f"{hi:.1f}"
+    return f"does not (up to minute {below[-1][0]:.1f})"
+
+
+def eval_n(run: Path) -> str:
+    """The samples of each quick FID of a run (trainer.eval_n in its config.yaml)."""
+    import yaml
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    return str((cfg.get("trainer") or {}).get("eval_n", "?"))
 
 
 def main() -> None:
@@ -78,20 +87,19 @@ def main() -> None:
     minutes = [float(m) for m in args.minutes.split(",")]
     runs = sorted(p for p in (args.study / "runs").iterdir() if (p / "metrics.jsonl").is_file())
     curves = {r.name: curve(r) for r in runs}
-    lines = ["| model | " + " | ".join(f"FID at {m:g} min" for m in minutes) + " | points |",
-             "|---|" + "---|" * (len(minutes) + 1)]
+    lines = ["| model | " + " | ".join(f"FID at {m:g} min" for m in minutes) + " | points | samples each |",
+             "|---|" + "---|" * (len(minutes) + 2)]
     for name, pts in curves.items():
         cells = []
         for m in minutes:
             v = at(pts, m)
             cells.append("—" if v is None else f"{v[0]:.2f} ({v[1]:.1f} min, step {v[2]:,})")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(pts)} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(pts)} | {eval_n(args.study / 'runs' / name)} |")
     if args.leader in curves:
         lines += ["", f"| {args.leader} passes | at minute |", "|---|---|"]
         for name, pts in curves.items():
             if name != args.leader:
-                c = crossing(curves[args.leader], pts)
-                lines.append(f"| {name} | {'does not (within the points measured)' if c is None else f'{c:.1f}'} |")
+                lines.append(f"| {name} | {crossing(curves[args.leader], pts)} |")
     print("\n".join(lines))
 
 

@@ -279,6 +279,29 @@ def test_the_users_own_periodic_fid_stands(toy):
     assert periodic_fid_sets(Entry("toy", "toy", None, cfg, "train"), [], 0, 500, 1000, echo=said.append) == []
 
 
+def test_the_fids_at_fixed_minutes_come_out_of_the_share_and_take_fid_n_samples(toy, monkeypatch):
+    """trainer.eval_at_minutes (a study's FID at 1/3/10/30 minutes) are taken whatever the plan: compare sets
+    their time aside from --fid-share before planning the periodic points, caps all of them together, and
+    gives them --fid-n samples also when the periodic FID is off."""
+    import zoo.compare_train
+    import zoo.fid_budget
+    from zoo.compare import Entry, periodic_fid_sets
+    from zoo.fid_budget import FidCost
+    monkeypatch.setattr(zoo.compare_train, "step_seconds", lambda cfg: 0.1)  # 600 steps a minute
+    monkeypatch.setattr(zoo.fid_budget, "measure_fid_cost", lambda cfg, n, options: (FidCost(0.0, 0.1, 256), 0.1))
+    marks = ["trainer.eval_at_minutes=[1, 3, 30]", "trainer.max_minutes=10", "trainer.max_steps=null"]
+    cfg = model_config("toy", sets=MNIST_SETS + marks)
+    entry = Entry("toy", "toy", None, cfg, "train", settings={"fid_share": 0.25})
+    said = []
+    got = periodic_fid_sets(entry, marks, 8, 300, 1000, echo=said.append)
+    # 25% of 10 min = 150 s; a FID of 300 samples takes 30 s; the 2 marks inside the 10 minutes take 60 s first,
+    # so 3 periodic points (not 5), spread over 80% of the 6,000 steps; the cap is the whole 150 s
+    assert got == ["trainer.eval_every=1600", "trainer.eval_max_minutes=2.5", "trainer.eval_n=300"], got
+    assert "3 points beside the 2 at trainer.eval_at_minutes" in said[-1]
+    assert periodic_fid_sets(entry, marks, 0, 300, 1000, echo=said.append) == ["trainer.eval_n=300"]
+    assert periodic_fid_sets(entry, marks + ["trainer.eval_n=50"], 0, 300, 1000, echo=said.append) == []
+
+
 def _timed_lines(proc):
     """Each stderr line of a running process with the time it arrived."""
     import time

@@ -97,10 +97,10 @@ def train(model: str | None = None, *, preset: str | None = None, config_file=No
     """Train ``model`` (or resume the run in ``out``); returns a ``RunResult``.
 
     ``quiet=False`` prints the header and progress (zoo/progress.py: a bar at a terminal, else lines on
-    stdout). ``evaluate(model) -> {"metric": value}`` is called every ``trainer.eval_every`` steps (default:
-    the quick FID, :func:`periodic_fid`). An interrupted run's result has ``status="interrupted"`` and the
-    command that resumes it in ``resume``; ``resume_hint=False``: an interrupt prints no ``zoo train --resume``
-    command (the caller says how to go on).
+    stdout). ``evaluate(model) -> {"metric": value}`` is called every ``trainer.eval_every`` steps and at
+    ``trainer.eval_at_minutes`` (default: the quick FID, :func:`periodic_fid`). An interrupted run's result has
+    ``status="interrupted"`` and the command that resumes it in ``resume``; ``resume_hint=False``: an interrupt
+    prints no ``zoo train --resume`` command (the caller says how to go on).
 
     >>> zoo.train("vae", preset="tiny", sets=["trainer.max_steps=100"], out="runs/vae")
     """

@@ -113,7 +113,7 @@ def _score(e: Entry, row: Row, spec: CompareSpec, echo) -> None:
         v["nll_options"] = dict(e.nll_options)
     row.grid, row.run = images[:64], str(e.run)
     if labels is not None:  # balanced labels (image i asks for class i % K): whole rows of K, one class a column
-        k = int(labels.max()) + 1
+        k = int(getattr(ranked, "num_classes", None) or int(labels.max()) + 1)
         row.grid, row.grid_columns = images[:k * max(1, 64 // k)], k
     try:
         from .memorisation import nearest_training_images

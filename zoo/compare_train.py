@@ -60,7 +60,9 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
     """``trainer.eval_every`` / ``eval_n`` / ``eval_max_minutes`` for as many cheap FIDs (up to ``fid_points``
     of up to ``fid_n`` samples) as ``e.settings["fid_share"]`` of the training time affords, from the
     measured step and FID times (:mod:`zoo.fid_budget`); prints the plan. Nothing when ``fid_points`` is 0
-    or ``--set`` chose ``trainer.eval_every``; ``eval_every=null`` when not even one FID fits."""
+    or ``--set`` chose ``trainer.eval_every``; ``eval_every=null`` when not even one FID fits. The FIDs at
+    ``trainer.eval_at_minutes`` are taken whatever the plan: their time is set aside first, and they take
+    ``--fid-n`` samples where nothing else sets ``trainer.eval_n``."""
     import dataclasses
 
     from .config import parse_set
@@ -71,8 +73,9 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
              f"by --fid-share")
         return []
     t = e.cfg.trainer
+    marks = [f"trainer.eval_n={min(fid_n, n)}"] if t.eval_at_minutes and "eval_n" not in mine else []
     if not fid_points or (t.max_steps is None and t.max_minutes is None):
-        return []  # off, or an epoch budget: the run's own eval settings apply
+        return marks  # off, or an epoch budget: the run's own eval settings apply (the marks at --fid-n)
     share = float(e.settings.get("fid_share", FID_SHARE))
     with doing(echo, f"{e.label}: measuring the step and FID times"):
         per_step = step_seconds(e.cfg)
@@ -85,17 +88,24 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
         seconds, spread = int(t.max_steps) * per_step, int(t.max_steps)
     else:  # a step count estimated from the step time: spread the FIDs over its first TIME_MARGIN
         seconds, spread = float(t.max_minutes) * 60, max(1, int(by_time * TIME_MARGIN))
-    p = plan_fid(cost, train_seconds=seconds, steps=spread, points=fid_points, n_max=n_max, share=share)
+    # the FIDs at trainer.eval_at_minutes (inside the budget) are taken whatever the plan: their time comes first
+    at = [m for m in t.eval_at_minutes or () if t.max_minutes is None or float(m) <= float(t.max_minutes)]
+    left = max(0.0, share - len(at) * cost.seconds(n_max) / max(seconds, 1e-9))
+    p = plan_fid(cost, train_seconds=seconds, steps=spread, points=fid_points, n_max=n_max, share=left)
     training = f"about {_duration(seconds)} of training ({per_step:.3g} s a step)"
     after = f"; scoring afterwards about {_duration(n * scoring)} a checkpoint ({n} samples)"
+    also = f" beside the {len(at)} at trainer.eval_at_minutes" if at else ""
     if not p.points:
-        echo(f"[compare] {e.label}: no periodic FID: one of {p.n} samples takes about {_duration(p.seconds)}, more "
-             f"than {share:.0%} (--fid-share) of {training}; the last checkpoint is ranked{after}")
-        return ["trainer.eval_every=null"]
+        ranked = "the best of the FIDs at trainer.eval_at_minutes is ranked" if at else "the last checkpoint is ranked"
+        echo(f"[compare] {e.label}: no periodic FID{also}: one of {p.n} samples takes about {_duration(p.seconds)}, "
+             f"more than is left of {share:.0%} (--fid-share) of {training}; {ranked}{after}")
+        return ["trainer.eval_every=null"] + marks
     points = f"{p.points} point{'s' if p.points > 1 else ''}"
-    echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({points}, about {_duration(p.seconds)} "
-         f"each: {p.points * p.seconds / seconds:.0%} of {training}, at most {share:.0%} by --fid-share){after}")
-    return [f"trainer.eval_every={p.every}", f"trainer.eval_max_minutes={p.allowed / 60:.6g}"] + \
+    echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({points}{also}, about "
+         f"{_duration(p.seconds)} each: {(p.points + len(at)) * p.seconds / seconds:.0%} of {training}, at most "
+         f"{share:.0%} by --fid-share){after}")
+    cap = share * seconds if at else p.allowed  # the marks' FIDs count in trainer.eval_max_minutes too
+    return [f"trainer.eval_every={p.every}", f"trainer.eval_max_minutes={cap / 60:.6g}"] + \
         ([] if "eval_n" in mine else [f"trainer.eval_n={p.n}"])
 
 

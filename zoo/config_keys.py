@@ -275,7 +275,8 @@ BASE: dict = {
         "eval_every": Key(None, "steps between quick FIDs (logged as fid, best.pt keeps the best); null: off",
                           type=int, ge=1),
         "eval_at_minutes": Key([], "also a quick FID at the first step past each of these minutes of training, e.g. "
-                               "[1, 3, 10, 30] (a curve read at fixed times; not bounded by eval_max_minutes)",
+                               "[1, 3, 10, 30] (a curve read at fixed times; not held back by eval_max_minutes, "
+                               "but their time counts in it)",
                                item=float, gt=0),
         "eval_n": Key(1000, "samples per quick FID (trainer.eval_every, eval_at_minutes)", ge=2),
         "eval_max_minutes": Key(None, "wall-clock minutes all periodic evaluations of a run may take (their time "

@@ -65,7 +65,7 @@ def _check(run: Path, out: Path, checkpoint: str, force: bool) -> str:
     name = CHECKPOINTS[checkpoint]
     if not (run / "checkpoints" / name).is_file():
         fix = "train it first" if checkpoint == "last" else \
-            "it logged no periodic FID (trainer.eval_every): use --checkpoint last"
+            "it logged no periodic FID (trainer.eval_every / eval_at_minutes): use --checkpoint last"
         raise ZooError(f"run '{run}' has no checkpoints/{name}: {fix}")
     if out.resolve() == run.resolve() or run.resolve() in out.resolve().parents:
         raise ZooError(f"OUT '{out}' is inside the run: export to a folder of its own")

@@ -87,8 +87,9 @@ def fit(cfg: Config, out_dir: str | Path, *, resume: bool = False, force: bool =
 
     ``resume``: continue from ``out_dir/checkpoints/last.pt``; ``force``: overwrite a non-empty
     ``out_dir``; ``quiet``: no header or progress (warnings still print); ``evaluate``: the
-    callback run every ``trainer.eval_every`` steps (:data:`Evaluate`); ``resume_hint=False``: a second
-    Ctrl-C does not print the ``zoo train --resume`` command (a caller such as ``zoo compare`` says how to go on).
+    callback run every ``trainer.eval_every`` steps and at ``trainer.eval_at_minutes`` (:data:`Evaluate`);
+    ``resume_hint=False``: a second Ctrl-C does not print the ``zoo train --resume`` command (a caller such as
+    ``zoo compare`` says how to go on).
     """
     run = Run(cfg, Path(out_dir), resume=resume, force=force, quiet=quiet, evaluate=evaluate)
     run.resume_hint = resume_hint
