@@ -475,7 +475,8 @@ class FlowMatching(ZooModel):
 
 
 class ConvNeXtFlow(FlowMatching):
-    """Flow matching with the ConvNeXt U-Net; its `cpu` size is DDPM-ConvNeXt's (dim 16)."""
+    """Flow matching with the ConvNeXt U-Net; its `cpu` size is DDPM-ConvNeXt's (dim 16), the rest of the `cpu`
+    recipe is the attention flow's (measured with the attention U-Net only)."""
     presets = {**FlowMatching.presets, "cpu": {**FlowMatching.presets["cpu"], "model": {
         **FlowMatching.presets["cpu"]["model"], "dim": ConvNeXtDDPM.presets["cpu"]["model"]["dim"]}}}
     preset_help = {**FlowMatching.preset_help,
