@@ -98,7 +98,7 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
     if not p.points:
         ranked = "the best of the FIDs at trainer.eval_at_minutes is ranked" if at else "the last checkpoint is ranked"
         echo(f"[compare] {e.label}: no periodic FID{also}: one of {p.n} samples takes about {_duration(p.seconds)}, "
-             f"more than is left of {share:.0%} (--fid-share) of {training}; {ranked}{after}")
+             f"more than {'what is left of ' if at else ''}{share:.0%} (--fid-share) of {training}; {ranked}{after}")
         return ["trainer.eval_every=null"] + marks
     points = f"{p.points} point{'s' if p.points > 1 else ''}"
     echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({points}{also}, about "
