@@ -47,8 +47,9 @@ def interpolate(points, minute: float):
 
 def crossing(leader, other) -> str:
     """When ``leader``'s interpolated FID gets below ``other``'s for good: the first minute from which it is below
-    at every later point of either curve (bisected between the last point above and the first below), said as
-    a phrase -- also when it is ahead from the first minute both curves cover, or never."""
+    at every later point of either curve, said as a phrase -- also when it is ahead from the first minute both
+    curves cover, or never. Between two neighbouring minutes of the merged points both curves are straight, so
+    the crossing there is where their difference, linear too, reaches zero."""
     if len(leader) < 2 or len(other) < 2:
         return "too few points to tell"
     times = sorted({t for t, _, _ in leader + other})
@@ -63,11 +64,10 @@ def crossing(leader, other) -> str:
         if ok and all(o for _, o in below[i:]):
             if i == 0:
                 return f"ahead from the first minute both curves cover ({t:.1f})"
-            lo, hi = below[i - 1][0], t
-            for _ in range(40):
-                mid = (lo + hi) / 2
-                lo, hi = (lo, mid) if interpolate(leader, mid) < interpolate(other, mid) else (mid, hi)
-            return f"{hi:.1f}"
+            t0 = below[i - 1][0]
+            d0 = interpolate(leader, t0) - interpolate(other, t0)   # >= 0: not below yet
+            d1 = interpolate(leader, t) - interpolate(other, t)     # < 0
+            return f"{t0 + (t - t0) * d0 / (d0 - d1):.1f}"
     return f"does not (up to minute {below[-1][0]:.1f})"
 
 

@@ -73,9 +73,9 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
              f"by --fid-share")
         return []
     t = e.cfg.trainer
-    marks = [f"trainer.eval_n={min(fid_n, n)}"] if t.eval_at_minutes and "eval_n" not in mine else []
+    marks_n = [f"trainer.eval_n={min(fid_n, n)}"] if t.eval_at_minutes and "eval_n" not in mine else []
     if not fid_points or (t.max_steps is None and t.max_minutes is None):
-        return marks  # off, or an epoch budget: the run's own eval settings apply (the marks at --fid-n)
+        return marks_n  # off, or an epoch budget: the run's own eval settings apply (the marks at --fid-n)
     share = float(e.settings.get("fid_share", FID_SHARE))
     with doing(echo, f"{e.label}: measuring the step and FID times"):
         per_step = step_seconds(e.cfg)
@@ -99,7 +99,7 @@ def periodic_fid_sets(e: Entry, sets, fid_points: int, fid_n: int, n: int, echo=
         ranked = "the best of the FIDs at trainer.eval_at_minutes is ranked" if at else "the last checkpoint is ranked"
         echo(f"[compare] {e.label}: no periodic FID{also}: one of {p.n} samples takes about {_duration(p.seconds)}, "
              f"more than {'what is left of ' if at else ''}{share:.0%} (--fid-share) of {training}; {ranked}{after}")
-        return ["trainer.eval_every=null"] + marks
+        return ["trainer.eval_every=null"] + marks_n
     points = f"{p.points} point{'s' if p.points > 1 else ''}"
     echo(f"[compare] {e.label}: FID of {p.n} samples every {p.every} steps ({points}{also}, about "
          f"{_duration(p.seconds)} each: {(p.points + len(at)) * p.seconds / seconds:.0%} of {training}, at most "
