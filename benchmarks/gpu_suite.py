@@ -177,7 +177,7 @@ class Suite:
             f.write(f"$ {shlex.join(argv)}\n")
             f.flush()
             self.proc = subprocess.Popen(argv, cwd=REPO, env=env or self.env, stdout=f, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=interruptible)
             try:
                 rc = self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -234,15 +234,24 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """End a child this suite started, and everything it started (its own process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def interruptible() -> None:
+    """In a child, before exec: SIGINT back to its default, so that Python there turns it into a
+    KeyboardInterrupt even when this suite was started in the background (where the shell ignores SIGINT,
+    and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a child this suite started, and everything it started (its own process group): first SIGINT, so
+    that pytest writes what it has (the failures so far, with their messages, and its JUnit report) -- on
+    the H200 a CUDA test failed and the budget's SIGTERM took its message with it --, then SIGTERM, SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=wait)
             return
         except subprocess.TimeoutExpired:
             continue
@@ -354,9 +363,13 @@ def stage_cuda(suite: Suite, rec: dict, budget: float) -> None:
     rc, seconds, text = suite.call("cuda-tests", argv, budget)
     rec["command"] = "python -m pytest -m cuda " + (f"-k {shlex.quote(suite.args.cuda_k)} " if suite.args.cuda_k
                                                     else "") + " ".join(files)
-    if rc == 124:
-        raise TimeoutError(f"pytest -m cuda ran past {budget:.0f} s (logs/cuda-tests.log)")
     counts = junit_counts(xml) if xml.is_file() else None
+    if rc == 124:  # interrupted: pytest still reports the tests it finished
+        if counts:
+            rec.update(counts)
+        failed = ", ".join(f["test"] for f in counts["failures"][:6]) if counts and counts["failed"] else ""
+        raise TimeoutError(f"pytest -m cuda ran past {budget:.0f} s" + (f"; {counts['failed']} failed before that: "
+                           f"{failed}" if failed else "") + " (logs/cuda-tests.log)")
     if counts is None:
         raise StageFailed(f"pytest -m cuda gave no report (exit {rc}): {last_error(text)} (logs/cuda-tests.log)")
     rec.update(counts)

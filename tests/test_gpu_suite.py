@@ -185,3 +185,39 @@ def test_launcher_flags_do_not_reach_the_suite():
     mod = load_suite()
     argv = ["--wheels", ".whl", "--detach", "--wait", "560", "--pack=/x", "--out", "/tmp/o", "--wait=3"]
     assert mod.strip_launcher_flags(argv) == ["--wheels", ".whl", "--out", "/tmp/o"]
+
+
+def test_a_cuda_stage_past_its_budget_still_reports_the_failures_before_it(tmp_path):
+    """On the H200 a CUDA test failed, then the stage ran out of time and the SIGTERM that ended pytest took the
+    failure's message with it. Now the budget's end interrupts pytest (SIGINT, also when the suite was started in
+    the background, where SIGINT is ignored and children inherit that): it writes its report, and the stage's
+    reason names the test that failed, with its message."""
+    import signal
+    import types
+    mod = load_suite()
+    d = tmp_path / "cudatests"
+    d.mkdir()
+    (d / "test_two.py").write_text(textwrap.dedent("""
+        import time
+        import pytest
+
+        @pytest.mark.cuda
+        def test_fails_first():
+            assert 1 == 2, "one is not two"
+
+        @pytest.mark.cuda
+        def test_then_hangs():
+            time.sleep(600)
+    """))
+    args = types.SimpleNamespace(out=tmp_path / "gpu", minutes=5, smoke=True, data=None, tests=str(d), cuda_k=None)
+    suite, rec = mod.Suite(args, mod.SMOKE), {}
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under a shell's `&`
+    try:
+        with pytest.raises(TimeoutError) as e:
+            mod.stage_cuda(suite, rec, budget=15)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert "ran past 15 s" in str(e.value) and "1 failed before that" in str(e.value)
+    assert "test_fails_first" in str(e.value)
+    assert rec["failed"] == 1 and "one is not two" in rec["failures"][0]["message"]
+    assert "KeyboardInterrupt" in (suite.logs / "cuda-tests.log").read_text()
