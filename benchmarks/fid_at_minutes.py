@@ -11,7 +11,9 @@ so each run's metrics.jsonl holds a quick FID at the first step past each mark (
 Each cell is the quick FID of the evaluation taken at the first step past that minute (the same number of samples
 for every point of a run, ``trainer.eval_n``, shown per run: FID depends on it), against the run's training
 images as the trainer's periodic FID is;
-the crossing minute interpolates both curves linearly between their points. The leaderboard's FID (n samples
+the crossing minute interpolates both curves linearly between their points, once for the runs as they are at each
+minute (their last checkpoints) and once for their best checkpoints so far (each curve's running minimum: a run
+that gets worse, as a GAN after its early best, is read at the best.pt it keeps). The leaderboard's FID (n samples
 against the held-out digits, best and last checkpoint) is the other table, in STUDY/leaderboard.md.
 """
 from __future__ import annotations
@@ -71,6 +73,16 @@ def crossing(leader, other) -> str:
     return f"does not (up to minute {below[-1][0]:.1f})"
 
 
+def best_so_far(points) -> list[tuple[float, float, int]]:
+    """The curve of what a run's best checkpoint scores at each minute: the lowest quick FID up to that point (the
+    trainer keeps ``best.pt`` by it). A GAN that collapses after an early best is read at its best."""
+    out, low = [], float("inf")
+    for t, fid, step in points:
+        low = min(low, fid)
+        out.append((t, low, step))
+    return out
+
+
 def eval_n(run: Path) -> str:
     """The samples of each quick FID of a run (trainer.eval_n in its config.yaml)."""
     import yaml
@@ -96,10 +108,12 @@ def main() -> None:
             cells.append("—" if v is None else f"{v[0]:.2f} ({v[1]:.1f} min, step {v[2]:,})")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(pts)} | {eval_n(args.study / 'runs' / name)} |")
     if args.leader in curves:
-        lines += ["", f"| {args.leader} passes | at minute |", "|---|---|"]
+        lead = curves[args.leader]
+        lines += ["", f"| {args.leader} passes | at minute (last checkpoints) | at minute (best checkpoints so far) |",
+                  "|---|---|---|"]
         for name, pts in curves.items():
             if name != args.leader:
-                lines.append(f"| {name} | {crossing(curves[args.leader], pts)} |")
+                lines.append(f"| {name} | {crossing(lead, pts)} | {crossing(best_so_far(lead), best_so_far(pts))} |")
     print("\n".join(lines))
 
 
