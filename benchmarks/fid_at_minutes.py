@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -95,6 +96,8 @@ def main() -> None:
     ap.add_argument("study", type=Path, help="a zoo compare --out folder")
     ap.add_argument("--minutes", default="1,3,10,30")
     ap.add_argument("--leader", default="ddpm", help="the run whose crossings are given")
+    ap.add_argument("--plot", type=Path, help="also draw every run's FID and loss curves here (compare's curves.png, "
+                    "for all runs in STUDY/runs, also those scored by an earlier compare into the same folder)")
     args = ap.parse_args()
     minutes = [float(m) for m in args.minutes.split(",")]
     runs = sorted(p for p in (args.study / "runs").iterdir() if (p / "metrics.jsonl").is_file())
@@ -115,6 +118,10 @@ def main() -> None:
             if name != args.leader:
                 lines.append(f"| {name} | {crossing(lead, pts)} | {crossing(best_so_far(lead), best_so_far(pts))} |")
     print("\n".join(lines))
+    if args.plot:
+        from zoo.compare_report import Row, curves_figure
+        drawn = curves_figure([Row(r.name, run=str(r)) for r in runs], args.plot)
+        print(f"{args.plot}: FID curves of {', '.join(drawn['fid']) or 'none'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

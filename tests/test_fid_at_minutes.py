@@ -49,10 +49,14 @@ def test_the_table_reads_the_runs(tmp_path, capsys, monkeypatch):
         rows = [{"step": 100 * (i + 1), "time": t, "fid": f} for i, (t, f) in enumerate(curve)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (run / "config.yaml").write_text("trainer:\n  eval_n: 300\n")
-    monkeypatch.setattr("sys.argv", ["fid_at_minutes.py", str(tmp_path), "--minutes", "1,10,30"])
+    monkeypatch.setattr("sys.argv", ["fid_at_minutes.py", str(tmp_path), "--minutes", "1,10,30",
+                                     "--plot", str(tmp_path / "curves.png")])
     m.main()
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert ("| gan | 30.00 (1.0 min, step 100) | 6.00 (10.0 min, step 200) | 15.00 (30.0 min, step 300) | 3 | 300 |"
             in out)
     # last: 16 - 6 = +10 at 10 min, 5 - 15 = -10 at 30: minute 20; best: +10 at 10, 5 - 6 = -1 at 30: 10 + 20 * 10/11
     assert "| gan | 20.0 | 28.2 |" in out
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FID curves of ddpm, gan" in captured.err
