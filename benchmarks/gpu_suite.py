@@ -360,6 +360,7 @@ def stage_cuda(suite: Suite, rec: dict, budget: float) -> None:
     files = cuda_test_files(Path(suite.args.tests))
     argv = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider",
             f"--junitxml={xml}", *(["-k", suite.args.cuda_k] if suite.args.cuda_k else []), *files]
+    xml.unlink(missing_ok=True)  # an earlier run's report must not stand in for this one's
     rc, seconds, text = suite.call("cuda-tests", argv, budget)
     rec["command"] = "python -m pytest -m cuda " + (f"-k {shlex.quote(suite.args.cuda_k)} " if suite.args.cuda_k
                                                     else "") + " ".join(files)
