@@ -56,22 +56,20 @@ def crossing(leader, other) -> str:
     if len(leader) < 2 or len(other) < 2:
         return "too few points to tell"
     times = sorted({t for t, _, _ in leader + other})
-    below = []
+    gaps = []  # (minute, leader's FID - other's): below where negative
     for t in times:
         a, b = interpolate(leader, t), interpolate(other, t)
         if a is not None and b is not None:
-            below.append((t, a < b))
-    if not below:
+            gaps.append((t, a - b))
+    if not gaps:
         return "the curves share no minutes"
-    for i, (t, ok) in enumerate(below):
-        if ok and all(o for _, o in below[i:]):
+    for i, (t, d1) in enumerate(gaps):
+        if all(d < 0 for _, d in gaps[i:]):
             if i == 0:
                 return f"ahead from the first minute both curves cover ({t:.1f})"
-            t0 = below[i - 1][0]
-            d0 = interpolate(leader, t0) - interpolate(other, t0)   # >= 0: not below yet
-            d1 = interpolate(leader, t) - interpolate(other, t)     # < 0
+            t0, d0 = gaps[i - 1]  # d0 >= 0: not below yet
             return f"{t0 + (t - t0) * d0 / (d0 - d1):.1f}"
-    return f"does not (up to minute {below[-1][0]:.1f})"
+    return f"does not (up to minute {gaps[-1][0]:.1f})"
 
 
 def best_so_far(points) -> list[tuple[float, float, int]]:
