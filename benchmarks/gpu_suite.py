@@ -364,18 +364,15 @@ def stage_cuda(suite: Suite, rec: dict, budget: float) -> None:
     rc, seconds, text = suite.call("cuda-tests", argv, budget)
     rec["command"] = "python -m pytest -m cuda " + (f"-k {shlex.quote(suite.args.cuda_k)} " if suite.args.cuda_k
                                                     else "") + " ".join(files)
-    counts = junit_counts(xml) if xml.is_file() else None
-    if rc == 124:  # interrupted: pytest still reports the tests it finished
-        if counts:
-            rec.update(counts)
-        failed = ", ".join(f["test"] for f in counts["failures"][:6]) if counts and counts["failed"] else ""
+    counts = junit_counts(xml) if xml.is_file() else None  # also after a timeout: the tests pytest finished
+    rec.update(counts or {})
+    names = ", ".join(f["test"] for f in counts["failures"][:6]) if counts and counts["failed"] else ""
+    if rc == 124:
         raise TimeoutError(f"pytest -m cuda ran past {budget:.0f} s" + (f"; {counts['failed']} failed before that: "
-                           f"{failed}" if failed else "") + " (logs/cuda-tests.log)")
+                           f"{names}" if names else "") + " (logs/cuda-tests.log)")
     if counts is None:
         raise StageFailed(f"pytest -m cuda gave no report (exit {rc}): {last_error(text)} (logs/cuda-tests.log)")
-    rec.update(counts)
-    if counts["failed"]:
-        names = ", ".join(f["test"] for f in counts["failures"][:6])
+    if names:
         raise StageFailed(f"{counts['failed']} of {counts['collected']} CUDA tests failed: {names} "
                           f"(logs/cuda-tests.log)")
     if not counts["collected"]:
